@@ -1,0 +1,42 @@
+# The README's two commands: `make run` and `make test`. Both set up .venv themselves.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test install lint typecheck unit bench bench-quick clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Until the server lands: add a memory to the default database and search it.
+run: install
+	$(BIN)/engram add "Engram is set up and remembers this." --user-id demo
+	$(BIN)/engram search "is engram set up?" --user-id demo
+	@echo "Try: $(BIN)/engram --help"
+
+lint: install
+	$(BIN)/ruff check src tests bench scripts
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest -q
+
+test: lint typecheck unit
+
+bench: install
+	$(BIN)/python bench/bench_core.py
+
+bench-quick: install
+	$(BIN)/python bench/bench_core.py --sizes 2000 --users 100
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,66 @@
+"""Engram: long-term memory for AI agents, embedded or served."""
+
+from .api import Engram
+from .clock import Clock, FrozenClock, SystemClock
+from .engine.service import DuplicateCheck, MemoryService, SearchQuery
+from .engine.validation import NewMemory
+from .errors import (
+    Conflict,
+    Duplicate,
+    EngramError,
+    Forbidden,
+    NotFound,
+    QuotaExceeded,
+    RateLimited,
+    Unauthorized,
+    ValidationError,
+)
+from .models import (
+    ContentType,
+    MemoryNature,
+    MemoryRecord,
+    MemoryType,
+    Page,
+    SaveResult,
+    SaveStatus,
+    Scope,
+    SearchHit,
+    Status,
+    Tier,
+)
+from .settings import Settings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Clock",
+    "Conflict",
+    "ContentType",
+    "Duplicate",
+    "DuplicateCheck",
+    "Engram",
+    "EngramError",
+    "Forbidden",
+    "FrozenClock",
+    "MemoryNature",
+    "MemoryRecord",
+    "MemoryService",
+    "MemoryType",
+    "NewMemory",
+    "NotFound",
+    "Page",
+    "QuotaExceeded",
+    "RateLimited",
+    "SaveResult",
+    "SaveStatus",
+    "Scope",
+    "SearchHit",
+    "SearchQuery",
+    "Settings",
+    "Status",
+    "SystemClock",
+    "Tier",
+    "Unauthorized",
+    "ValidationError",
+    "__version__",
+]

@@ -1,0 +1,66 @@
+"""How a search result's final score is made (the weights live in settings).
+
+    score = w_semantic · semantic + w_keyword · keyword + w_importance · importance
+            + w_relevance · relevance
+
+* semantic: cosine similarity of query and memory, clipped to [0, 1];
+* keyword: the memory's BM25 score divided by the best BM25 score among this query's
+  candidates (so in [0, 1]; 0 when the memory matched no query word);
+* importance: as stored, in [0, 1] (10 % by default, as MemLayer documents);
+* relevance: the memory's current relevance in [0, 1].
+
+The weights are normalised to sum to 1, so every score lies in [0, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Weights:
+    semantic: float = 0.6
+    keyword: float = 0.2
+    importance: float = 0.1
+    relevance: float = 0.1
+
+    def normalised(self) -> Weights:
+        total = self.semantic + self.keyword + self.importance + self.relevance
+        if total <= 0:
+            raise ValueError("at least one search weight must be positive")
+        return Weights(self.semantic / total, self.keyword / total, self.importance / total,
+                       self.relevance / total)
+
+
+def clip01(x: float) -> float:
+    return 0.0 if x < 0.0 else 1.0 if x > 1.0 else x
+
+
+def combine(w: Weights, semantic: float, keyword: float, importance: float,
+            relevance: float) -> tuple[float, dict[str, float]]:
+    """The final score and its breakdown (`explain`). `w` must be normalised."""
+    parts = {
+        "semantic": clip01(semantic),
+        "keyword": clip01(keyword),
+        "importance": clip01(importance),
+        "relevance": clip01(relevance),
+    }
+    score = (w.semantic * parts["semantic"] + w.keyword * parts["keyword"]
+             + w.importance * parts["importance"] + w.relevance * parts["relevance"])
+    explain = dict(parts)
+    explain.update({
+        "w_semantic": w.semantic, "w_keyword": w.keyword,
+        "w_importance": w.importance, "w_relevance": w.relevance,
+        "score": score,
+    })
+    return score, explain
+
+
+def keyword_scores(raw: dict[str, float]) -> dict[str, float]:
+    """BM25 scores scaled by the best one, so the top keyword match counts 1."""
+    if not raw:
+        return {}
+    best = max(raw.values())
+    if best <= 0:
+        return dict.fromkeys(raw, 0.0)
+    return {k: max(0.0, v) / best for k, v in raw.items()}

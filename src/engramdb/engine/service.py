@@ -1,0 +1,497 @@
+"""MemoryService: the write path and the read path. Every face calls these; no rule about
+duplicates, scores or visibility lives anywhere else."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from ..clock import Clock, SystemClock
+from ..embeddings.base import Embedder
+from ..errors import Conflict, Duplicate, NotFound, ValidationError
+from ..ids import new_id
+from ..models import (
+    ContentType,
+    HistoryEvent,
+    MemoryNature,
+    MemoryRecord,
+    MemoryType,
+    Page,
+    SaveResult,
+    SaveStatus,
+    Scope,
+    SearchHit,
+    Status,
+    Tier,
+)
+from ..settings import Settings
+from ..storage.base import Filters, Store, Vector
+from . import validation as v
+from .normalize import integrity_hash
+from .scoring import Weights, combine, keyword_scores
+from .validation import Draft, NewMemory, validate_new
+
+MAX_QUERY_CHARS = 10_000
+MAX_BATCH = 1000
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateCheck:
+    is_duplicate: bool
+    similarity: float
+    existing_id: str | None
+    existing_content: str | None
+    exact: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    query: str
+    limit: int = 10
+    min_score: float = 0.0
+    user_id: str | None = None
+    agent_id: str | None = None
+    session_id: str | None = None
+    namespace: str | None = None
+    memory_types: Sequence[str] = ()
+    content_types: Sequence[str] = ()
+    tiers: Sequence[str] = ()
+    memory_nature: str | None = None
+    scope: str | None = None
+    domain: str | None = None
+    tags: Sequence[str] = ()
+    metadata: dict[str, Any] | None = None
+    created_after: Any = None
+    created_before: Any = None
+    include_superseded: bool = False
+
+
+class MemoryService:
+    def __init__(self, store: Store, embedder: Embedder, settings: Settings | None = None,
+                 clock: Clock | None = None) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.settings = settings or Settings()
+        self.clock: Clock = clock or SystemClock()
+        self.weights = Weights(
+            self.settings.weight_semantic, self.settings.weight_keyword,
+            self.settings.weight_importance, self.settings.weight_relevance,
+        ).normalised()
+        # The store makes a write section atomic across processes; this lock per user scope
+        # keeps threads of this process from even racing to the store's lock.
+        self._scope_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._scope_locks_guard = threading.Lock()
+        store.migrate()
+        store.bind_embedding(embedder.model_name, embedder.dimension)
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _scope_lock(self, tenant_id: str, user_id: str | None) -> threading.Lock:
+        key = (tenant_id, user_id or "")
+        with self._scope_locks_guard:
+            lock = self._scope_locks.get(key)
+            if lock is None:
+                lock = self._scope_locks[key] = threading.Lock()
+            return lock
+
+    def _visible(self, rec: MemoryRecord, now: datetime) -> bool:
+        return rec.expires_at is None or rec.expires_at > now
+
+    def _event(self, rec: MemoryRecord, kind: str, now: datetime, actor: str | None,
+               changes: dict[str, Any]) -> HistoryEvent:
+        return HistoryEvent(id=new_id(), memory_id=rec.id, tenant_id=rec.tenant_id,
+                            event=kind, at=now, actor=actor, changes=changes)
+
+    def _dedup_filters(self, tenant_id: str, d: Draft | MemoryRecord, now: datetime) -> Filters:
+        return Filters(tenant_id=tenant_id, now=now, user_id=d.user_id, agent_id=d.agent_id,
+                       namespace=d.namespace, exact_scope=True)
+
+    def _embed_one(self, text: str) -> tuple[Vector, int]:
+        res = self.embedder.embed([text])
+        return res.vectors[0], res.tokens[0]
+
+    def _record(self, tenant_id: str, d: Draft, h: str, now: datetime,
+                tokens: int) -> MemoryRecord:
+        return MemoryRecord(
+            id=new_id(), tenant_id=tenant_id, content=d.content, integrity_hash=h,
+            created_at=now, updated_at=now, user_id=d.user_id, agent_id=d.agent_id,
+            session_id=d.session_id, namespace=d.namespace, scope=d.scope, domain=d.domain,
+            value_json=d.value_json, content_type=d.content_type, memory_type=d.memory_type,
+            memory_nature=d.memory_nature, tier=d.tier, source=d.source,
+            source_id=d.source_id, external_id=d.external_id,
+            parent_memory_id=d.parent_memory_id, metadata=d.metadata, tags=d.tags,
+            importance=d.importance, confidence=d.confidence, pinned=d.pinned,
+            immutable=d.immutable, expires_at=d.expires_at,
+            embedding_model=self.embedder.model_name, tokens_used=tokens,
+        )
+
+    def _check_parent(self, tenant_id: str, d: Draft, now: datetime) -> None:
+        if d.parent_memory_id is None:
+            return
+        parent = self.store.get(tenant_id, d.parent_memory_id)
+        if parent is None or not self._visible(parent, now):
+            raise ValidationError(
+                f"parent_memory_id: no memory {d.parent_memory_id} in this tenant",
+                field="parent_memory_id",
+            )
+
+    def _exact_duplicate(self, tenant_id: str, d: Draft, h: str,
+                         now: datetime) -> MemoryRecord | None:
+        """The visible memory with the same hash in the same scope. An expired one is retired
+        (status expired) so the new memory can take its place."""
+        rec = self.store.find_by_hash(tenant_id, d.user_id, d.agent_id, d.namespace, h)
+        if rec is None:
+            return None
+        if self._visible(rec, now):
+            return rec
+        retired = replace(rec, status=Status.EXPIRED, updated_at=now)
+        self.store.update(retired, None,
+                          self._event(retired, "expire", now, None, {"status": "expired"}))
+        return None
+
+    def _save(self, tenant_id: str, d: Draft, h: str, vec: Vector, tokens: int,
+              actor: str | None) -> SaveResult:
+        """Inside the scope's write section: re-check duplicates, then insert."""
+        now = self.clock.now()
+        existing = self._exact_duplicate(tenant_id, d, h, now)
+        if existing is not None:
+            return SaveResult(SaveStatus.DUPLICATE, existing.id, existing,
+                              existing_id=existing.id, similarity=1.0, tokens_used=tokens)
+        near = self.store.nearest(self._dedup_filters(tenant_id, d, now), vec, 1)
+        if near and near[0][1] >= self.settings.near_duplicate_threshold:
+            match = self.store.get(tenant_id, near[0][0])
+            if match is not None:
+                return SaveResult(SaveStatus.DUPLICATE, match.id, match, existing_id=match.id,
+                                  similarity=near[0][1], tokens_used=tokens)
+        rec = self._record(tenant_id, d, h, now, tokens)
+        self.store.insert(rec, vec, self._event(rec, "create", now, actor, _snapshot(rec)))
+        return SaveResult(SaveStatus.SAVED, rec.id, rec, tokens_used=tokens)
+
+    # -- write path --------------------------------------------------------------------
+
+    def add(self, tenant_id: str, new: NewMemory, actor: str | None = None) -> SaveResult:
+        now = self.clock.now()
+        d = validate_new(new, now)
+        h = integrity_hash(d.content, d.value_json)
+        self._check_parent(tenant_id, d, now)
+        # Cheap exact check first: a duplicate costs no embedding.
+        found = self.store.find_by_hash(tenant_id, d.user_id, d.agent_id, d.namespace, h)
+        if found is not None and self._visible(found, now):
+            return SaveResult(SaveStatus.DUPLICATE, found.id, found, existing_id=found.id,
+                              similarity=1.0)
+        vec, tokens = self._embed_one(d.content)
+        with self._scope_lock(tenant_id, d.user_id), self.store.atomic(tenant_id, d.user_id):
+            return self._save(tenant_id, d, h, vec, tokens, actor)
+
+    def add_many(self, tenant_id: str, items: Sequence[NewMemory],
+                 actor: str | None = None) -> list[SaveResult]:
+        """Validate all (nothing is written if any item is invalid), embed all in one batched
+        call, then save per user scope; duplicates inside the batch are caught too."""
+        if len(items) > MAX_BATCH:
+            raise ValidationError(f"items: at most {MAX_BATCH} per batch (got {len(items)})",
+                                  field="items")
+        now = self.clock.now()
+        drafts: list[Draft] = []
+        for i, item in enumerate(items):
+            try:
+                drafts.append(validate_new(item, now))
+            except ValidationError as exc:
+                name = f"items[{i}].{exc.field}" if exc.field else f"items[{i}]"
+                raise ValidationError(f"items[{i}].{exc.message}", field=name) from None
+        for d in drafts:
+            self._check_parent(tenant_id, d, now)
+        hashes = [integrity_hash(d.content, d.value_json) for d in drafts]
+        results: list[SaveResult | None] = [None] * len(drafts)
+
+        # exact duplicates of stored memories, and of earlier items of this batch
+        first_of: dict[tuple[Any, ...], int] = {}
+        todo: list[int] = []
+        for i, (d, h) in enumerate(zip(drafts, hashes, strict=True)):
+            key = (d.user_id, d.agent_id, d.namespace, h)
+            found = self.store.find_by_hash(tenant_id, d.user_id, d.agent_id, d.namespace, h)
+            if found is not None and self._visible(found, now):
+                results[i] = SaveResult(SaveStatus.DUPLICATE, found.id, found,
+                                        existing_id=found.id, similarity=1.0)
+            elif key in first_of:
+                results[i] = None  # resolved after the first copy is saved
+            else:
+                first_of[key] = i
+                todo.append(i)
+
+        emb = self.embedder.embed([drafts[i].content for i in todo])
+        vectors = {i: emb.vectors[j] for j, i in enumerate(todo)}
+        tokens = {i: emb.tokens[j] for j, i in enumerate(todo)}
+
+        by_user: dict[str | None, list[int]] = {}
+        for i in todo:
+            by_user.setdefault(drafts[i].user_id, []).append(i)
+        for user_id, idxs in by_user.items():
+            with self._scope_lock(tenant_id, user_id), self.store.atomic(tenant_id, user_id):
+                saved: list[tuple[int, Vector]] = []
+                for i in idxs:
+                    d = drafts[i]
+                    # near duplicates of items saved earlier in this batch (not yet visible
+                    # to the store's index until the section commits)
+                    twin = self._batch_twin(d, vectors[i], saved, drafts)
+                    if twin is not None:
+                        j, sim = twin
+                        first = results[j]
+                        assert first is not None
+                        results[i] = SaveResult(SaveStatus.DUPLICATE, first.id, first.memory,
+                                                existing_id=first.id, similarity=sim,
+                                                tokens_used=tokens[i])
+                        continue
+                    res = self._save(tenant_id, d, hashes[i], vectors[i], tokens[i], actor)
+                    results[i] = res
+                    if res.status is SaveStatus.SAVED:
+                        saved.append((i, vectors[i]))
+        # copies of an item that appeared earlier in the batch
+        for i, (d, h) in enumerate(zip(drafts, hashes, strict=True)):
+            if results[i] is None:
+                first = results[first_of[(d.user_id, d.agent_id, d.namespace, h)]]
+                assert first is not None
+                results[i] = SaveResult(SaveStatus.DUPLICATE, first.id, first.memory,
+                                        existing_id=first.id, similarity=1.0)
+        return [r for r in results if r is not None]
+
+    def _batch_twin(self, d: Draft, vec: Vector, saved: list[tuple[int, Vector]],
+                    drafts: list[Draft]) -> tuple[int, float] | None:
+        best: tuple[int, float] | None = None
+        for j, other in saved:
+            o = drafts[j]
+            if (o.agent_id, o.namespace) != (d.agent_id, d.namespace):
+                continue
+            sim = float(np.dot(vec, other))
+            if sim >= self.settings.near_duplicate_threshold and (best is None or sim > best[1]):
+                best = (j, sim)
+        return best
+
+    def duplicate_check(self, tenant_id: str, new: NewMemory) -> DuplicateCheck:
+        """What `add` would decide about duplicates, without writing anything."""
+        now = self.clock.now()
+        d = validate_new(new, now)
+        h = integrity_hash(d.content, d.value_json)
+        found = self.store.find_by_hash(tenant_id, d.user_id, d.agent_id, d.namespace, h)
+        if found is not None and self._visible(found, now):
+            return DuplicateCheck(True, 1.0, found.id, found.content, exact=True)
+        vec, _ = self._embed_one(d.content)
+        near = self.store.nearest(self._dedup_filters(tenant_id, d, now), vec, 1)
+        if not near:
+            return DuplicateCheck(False, 0.0, None, None)
+        mid, sim = near[0]
+        rec = self.store.get(tenant_id, mid)
+        return DuplicateCheck(sim >= self.settings.near_duplicate_threshold, sim, mid,
+                              rec.content if rec else None)
+
+    def get(self, tenant_id: str, memory_id: str) -> MemoryRecord:
+        mid = v.uuid_string(memory_id, "id")
+        assert mid is not None
+        rec = self.store.get(tenant_id, mid)
+        if rec is None or not self._visible(rec, self.clock.now()):
+            raise NotFound(f"memory {memory_id} not found", field="id")
+        return rec
+
+    def update(self, tenant_id: str, memory_id: str, changes: dict[str, Any],
+               actor: str | None = None) -> MemoryRecord:
+        """Change some fields. Content changes re-embed and re-hash; metadata replaces."""
+        unknown = set(changes) - _UPDATABLE
+        if unknown:
+            name = sorted(unknown)[0]
+            raise ValidationError(f"{name}: cannot be changed (updatable: "
+                                  f"{', '.join(sorted(_UPDATABLE))})", field=name)
+        current = self.get(tenant_id, memory_id)
+        if current.immutable:
+            raise Conflict(f"memory {current.id} is immutable", field="immutable")
+        now = self.clock.now()
+        fields = _validate_changes(changes, now)
+        vec: Vector | None = None
+        with self._scope_lock(tenant_id, current.user_id), \
+                self.store.atomic(tenant_id, current.user_id):
+            current = self.get(tenant_id, memory_id)  # fresh, inside the section
+            if current.immutable:
+                raise Conflict(f"memory {current.id} is immutable", field="immutable")
+            updated = replace(current, updated_at=now, **fields)
+            if "content" in fields and fields["content"] != current.content:
+                updated.integrity_hash = integrity_hash(updated.content, updated.value_json)
+                other = self.store.find_by_hash(tenant_id, updated.user_id, updated.agent_id,
+                                                updated.namespace, updated.integrity_hash)
+                if other is not None and other.id != updated.id:
+                    raise Duplicate(f"content: memory {other.id} already says this",
+                                    existing_id=other.id, field="content")
+                vec, updated.tokens_used = self._embed_one(updated.content)
+            diff = {k: {"before": _jsonable(getattr(current, k)),
+                        "after": _jsonable(getattr(updated, k))}
+                    for k in fields if getattr(current, k) != getattr(updated, k)}
+            if not diff:
+                return current
+            self.store.update(updated, vec, self._event(updated, "update", now, actor, diff))
+        return updated
+
+    def delete(self, tenant_id: str, memory_id: str, actor: str | None = None) -> None:
+        mid = v.uuid_string(memory_id, "id")
+        assert mid is not None
+        rec = self.store.get(tenant_id, mid)
+        if rec is None:
+            raise NotFound(f"memory {memory_id} not found", field="id")
+        if rec.immutable:
+            raise Conflict(f"memory {rec.id} is immutable and cannot be deleted",
+                           field="immutable")
+        now = self.clock.now()
+        with self._scope_lock(tenant_id, rec.user_id), self.store.atomic(tenant_id, rec.user_id):
+            self.store.delete(tenant_id, mid, self._event(rec, "delete", now, actor, {}))
+
+    def history(self, tenant_id: str, memory_id: str) -> list[HistoryEvent]:
+        mid = v.uuid_string(memory_id, "id")
+        assert mid is not None
+        events = self.store.history(tenant_id, mid)
+        if not events:
+            raise NotFound(f"memory {memory_id} not found", field="id")
+        return events
+
+    # -- read path ---------------------------------------------------------------------
+
+    def _filters(self, tenant_id: str, q: SearchQuery | dict[str, Any]) -> Filters:
+        get = q.get if isinstance(q, dict) else lambda k, default=None: getattr(q, k, default)
+        metadata = get("metadata")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise ValidationError("metadata: filter must be an object of key: value",
+                                  field="metadata")
+        created_after = get("created_after")
+        created_before = get("created_before")
+
+        def enum_list(cls: Any, name: str) -> tuple[str, ...]:
+            vals = get(name) or ()
+            if isinstance(vals, str):
+                vals = (vals,)
+            return tuple(v.enum_value(cls, x, name).value for x in vals)
+
+        nature = get("memory_nature")
+        scope = get("scope")
+        return Filters(
+            tenant_id=tenant_id, now=self.clock.now(),
+            user_id=v.identifier(get("user_id"), "user_id"),
+            agent_id=v.identifier(get("agent_id"), "agent_id"),
+            session_id=v.identifier(get("session_id"), "session_id"),
+            namespace=v.identifier(get("namespace"), "namespace"),
+            memory_types=enum_list(MemoryType, "memory_types"),
+            content_types=enum_list(ContentType, "content_types"),
+            tiers=enum_list(Tier, "tiers"),
+            memory_nature=None if nature is None
+            else v.enum_value(MemoryNature, nature, "memory_nature").value,
+            scope=None if scope is None else v.enum_value(Scope, scope, "scope").value,
+            domain=v.identifier(get("domain"), "domain"),
+            tags=tuple(v.tag_list(get("tags"))),
+            metadata=tuple(sorted(v.metadata_object(metadata, "metadata").items())),
+            created_after=None if created_after is None
+            else v.timestamp(created_after, "created_after"),
+            created_before=None if created_before is None
+            else v.timestamp(created_before, "created_before"),
+            include_superseded=bool(get("include_superseded", False)),
+        )
+
+    def list(self, tenant_id: str, filters: dict[str, Any] | None = None, limit: int = 50,
+             offset: int = 0) -> Page:
+        _check_int(limit, "limit", 1, MAX_PAGE)
+        _check_int(offset, "offset", 0, 10**9)
+        f = self._filters(tenant_id, filters or {})
+        items, total = self.store.list(f, limit, offset)
+        return Page(items, total, limit, offset)
+
+    def search(self, tenant_id: str, q: SearchQuery) -> list[SearchHit]:
+        if not isinstance(q.query, str):
+            raise ValidationError("query: must be a string", field="query")
+        text = v.content_text(q.query, "query", max_chars=MAX_QUERY_CHARS)
+        _check_int(q.limit, "limit", 1, self.settings.search_max_limit)
+        if not 0.0 <= q.min_score <= 1.0:
+            raise ValidationError(f"min_score: must be between 0 and 1 (got {q.min_score})",
+                                  field="min_score")
+        f = self._filters(tenant_id, q)
+        vec, _ = self._embed_one(text)
+        k = max(self.settings.search_candidates, q.limit)
+        dense = dict(self.store.nearest(f, vec, k))
+        sparse = keyword_scores(dict(self.store.keyword_search(f, text, k)))
+        missing = [mid for mid in sparse if mid not in dense]
+        if missing:
+            dense.update(self.store.similarities(f, vec, missing))
+        candidates = list(dense.keys() | sparse.keys())
+        records = self.store.get_many(tenant_id, candidates)
+        scored: list[tuple[float, str, dict[str, float]]] = []
+        for mid in candidates:
+            rec = records.get(mid)
+            if rec is None:
+                continue  # deleted between the index and the row read
+            score, explain = combine(self.weights, dense.get(mid, 0.0), sparse.get(mid, 0.0),
+                                     rec.importance, rec.relevance)
+            if score >= q.min_score:
+                scored.append((score, mid, explain))
+        scored.sort(key=lambda t: (-t[0], t[1]))
+        return [SearchHit(records[mid], score, explain)
+                for score, mid, explain in scored[: q.limit]]
+
+
+_UPDATABLE = frozenset({
+    "content", "importance", "confidence", "metadata", "tags", "tier", "memory_type",
+    "memory_nature", "content_type", "pinned", "immutable", "expires_at", "ttl_days",
+    "external_id", "source_id", "domain",
+})
+
+
+def _validate_changes(changes: dict[str, Any], now: datetime) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in changes.items():
+        if name == "content":
+            out["content"] = v.content_text(value)
+        elif name in ("importance", "confidence"):
+            if value is None:
+                raise ValidationError(f"{name}: must be a number between 0 and 1", field=name)
+            out[name] = v.unit_float(value, name, 0.0)
+        elif name == "metadata":
+            out["metadata"] = v.metadata_object(value)
+        elif name == "tags":
+            out["tags"] = v.tag_list(value)
+        elif name == "tier":
+            out["tier"] = v.enum_value(Tier, value, name)
+        elif name == "memory_type":
+            out["memory_type"] = v.enum_value(MemoryType, value, name)
+        elif name == "content_type":
+            out["content_type"] = v.enum_value(ContentType, value, name)
+        elif name == "memory_nature":
+            out["memory_nature"] = v.optional_enum(MemoryNature, value, name)
+        elif name in ("pinned", "immutable"):
+            out[name] = v.boolean(value, name)
+        elif name in ("expires_at", "ttl_days"):
+            if value is None and name == "expires_at":
+                out["expires_at"] = None  # make permanent
+            else:
+                out["expires_at"] = v.expiry(value if name == "ttl_days" else None,
+                                             value if name == "expires_at" else None, now)
+        else:  # external_id, source_id, domain
+            out[name] = v.identifier(value, name)
+    return out
+
+
+def _check_int(value: Any, name: str, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"{name}: must be an integer {lo}..{hi}", field=name)
+    if not lo <= value <= hi:
+        raise ValidationError(f"{name}: must be between {lo} and {hi} (got {value})", field=name)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if hasattr(value, "value"):
+        return value.value
+    return value
+
+
+def _snapshot(rec: MemoryRecord) -> dict[str, Any]:
+    keys = ("content", "user_id", "agent_id", "session_id", "namespace", "memory_type",
+            "content_type", "tier", "importance", "metadata", "expires_at", "integrity_hash")
+    return {k: _jsonable(getattr(rec, k)) for k in keys}

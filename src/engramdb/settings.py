@@ -1,0 +1,59 @@
+"""One typed settings object, read once: environment variables `ENGRAM_*`, or an
+optional env-style file named by `ENGRAM_CONFIG`/passed as `_env_file`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("engram", appauthor=False))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ENGRAM_", extra="ignore")
+
+    # storage
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str | None = Field(
+        default=None,
+        description="sqlite:///path/to/file.db (default: <data_dir>/engram.db) "
+        "or postgresql://… (scale-out store)",
+    )
+
+    # embeddings
+    embed_threads: int = Field(default=1, ge=1, le=64)
+    embed_max_batch: int = Field(default=32, ge=1, le=1024)
+    embed_max_tokens: int = Field(default=256, ge=8, le=512)
+    model_path: Path | None = Field(
+        default=None, description="Use this ONNX file instead of the packaged model"
+    )
+    model_sha256: str | None = Field(
+        default=None, description="Expected sha256 of model_path (required with it)"
+    )
+
+    # write path
+    near_duplicate_threshold: float = Field(default=0.95, ge=0.5, le=1.0)
+
+    # read path: final score = Σ weight × component (see docs/retrieval.md)
+    weight_semantic: float = Field(default=0.6, ge=0.0, le=1.0)
+    weight_keyword: float = Field(default=0.2, ge=0.0, le=1.0)
+    weight_importance: float = Field(default=0.1, ge=0.0, le=1.0)
+    weight_relevance: float = Field(default=0.1, ge=0.0, le=1.0)
+    search_candidates: int = Field(default=50, ge=1, le=1000)
+    search_max_limit: int = Field(default=100, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.model_path is not None and not self.model_sha256:
+            raise ValueError("ENGRAM_MODEL_SHA256 is required when ENGRAM_MODEL_PATH is set")
+        return self
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'engram.db'}"

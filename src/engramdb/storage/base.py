@@ -1,0 +1,142 @@
+"""The store port: what the core needs from any storage backend.
+
+A store keeps rows, vectors, full-text and history, and answers filtered queries. It never
+decides what a duplicate is, how results are scored or when a memory expires: the core does,
+and passes `now` in. Every backend passes the shared contract suite (tests/test_store_contract.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from ..models import HistoryEvent, MemoryRecord
+
+Vector = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """Which memories a query may see. `tenant_id` and `now` are always set; the rest narrow.
+
+    Expired memories (expires_at <= now) are never visible; superseded ones only with
+    include_superseded."""
+
+    tenant_id: str
+    now: datetime
+    user_id: str | None = None
+    agent_id: str | None = None
+    session_id: str | None = None
+    namespace: str | None = None
+    memory_types: tuple[str, ...] = ()
+    content_types: tuple[str, ...] = ()
+    tiers: tuple[str, ...] = ()
+    memory_nature: str | None = None
+    scope: str | None = None
+    domain: str | None = None
+    tags: tuple[str, ...] = ()  # every tag must be present
+    metadata: tuple[tuple[str, Any], ...] = ()  # top-level key == value
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    include_superseded: bool = False
+    #: user/agent/namespace as an exact scope: None then means "not set" rather than "any"
+    #: (used by duplicate checks: a memory without agent is another scope than one with).
+    exact_scope: bool = False
+
+    def needs_row_filter(self) -> bool:
+        """True when some filter needs the full row (not kept next to the vectors)."""
+        return bool(
+            self.memory_types or self.content_types or self.tiers or self.memory_nature
+            or self.scope or self.domain or self.tags or self.metadata
+            or self.created_after or self.created_before
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMemory:
+    record: MemoryRecord
+    vector: Vector | None
+
+
+@runtime_checkable
+class Store(Protocol):
+    def migrate(self) -> None:
+        """Create or upgrade the schema; idempotent."""
+        ...
+
+    def bind_embedding(self, model: str, dimension: int) -> None:
+        """Record which model makes this store's vectors; raise EmbeddingMismatch if the
+        store already holds vectors of another model or dimension."""
+        ...
+
+    def atomic(self, tenant_id: str, user_id: str | None) -> AbstractContextManager[None]:
+        """A write section for one user scope: the checks made inside it (find_by_hash,
+        nearest) and the writes that follow are atomic with respect to every other writer,
+        in this process and in others."""
+        ...
+
+    def insert(self, record: MemoryRecord, vector: Vector, event: HistoryEvent) -> None:
+        """Row + vector + full-text + history event, together or not at all."""
+        ...
+
+    def update(
+        self, record: MemoryRecord, vector: Vector | None, event: HistoryEvent
+    ) -> None: ...
+
+    def delete(self, tenant_id: str, memory_id: str, event: HistoryEvent) -> bool:
+        """Remove row, vector and full-text; keep only the (content-free) event."""
+        ...
+
+    def get(self, tenant_id: str, memory_id: str) -> MemoryRecord | None:
+        """The row, whatever its status or expiry (the core decides what is visible)."""
+        ...
+
+    def get_many(self, tenant_id: str, memory_ids: Sequence[str]) -> dict[str, MemoryRecord]:
+        ...
+
+    def get_vector(self, tenant_id: str, memory_id: str) -> Vector | None: ...
+
+    def find_by_hash(
+        self,
+        tenant_id: str,
+        user_id: str | None,
+        agent_id: str | None,
+        namespace: str,
+        integrity_hash: str,
+    ) -> MemoryRecord | None:
+        """The active memory with this hash in this exact scope, expired or not."""
+        ...
+
+    def nearest(self, filters: Filters, vector: Vector, k: int) -> list[tuple[str, float]]:
+        """Up to k visible memories by cosine similarity, best first."""
+        ...
+
+    def similarities(
+        self, filters: Filters, vector: Vector, memory_ids: Sequence[str]
+    ) -> dict[str, float]:
+        """Cosine of `vector` to each of the given memories (those visible under filters)."""
+        ...
+
+    def keyword_search(self, filters: Filters, query: str, k: int) -> list[tuple[str, float]]:
+        """Up to k visible memories by BM25 (higher is better), best first."""
+        ...
+
+    def list(
+        self, filters: Filters, limit: int, offset: int
+    ) -> tuple[list[MemoryRecord], int]:
+        """Visible memories, newest first, and how many there are in all."""
+        ...
+
+    def history(self, tenant_id: str, memory_id: str) -> list[HistoryEvent]: ...
+
+    def iter_all(self, tenant_id: str | None = None) -> Iterator[StoredMemory]: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,779 @@
+"""The embedded store: one SQLite file in WAL mode.
+
+Rows, vectors (float32 blobs), FTS5 full-text and history live in SQLite; vector search runs
+exactly with numpy over an in-memory matrix per (tenant, user), kept coherent with writes:
+every write transaction bumps the user's row in `partitions`, and a cached matrix whose
+version differs from the database's is reloaded, so several processes on one file stay correct.
+
+Writes go through one writer connection per store and `BEGIN IMMEDIATE`, which SQLite
+serialises across processes; reads use one connection per thread (WAL readers never block).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import EmbeddingMismatch, StoreError
+from ..models import (
+    ContentType,
+    HistoryEvent,
+    MemoryNature,
+    MemoryRecord,
+    MemoryType,
+    Scope,
+    Status,
+    Tier,
+)
+from .base import Filters, StoredMemory, Vector
+from .migrations import Migrations
+from .vector_index import ANY, Partition
+
+migrations = Migrations("sqlite")
+
+
+@migrations.step("0001_initial")
+def _initial(conn: sqlite3.Connection) -> None:
+    conn.executescript(
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+        CREATE TABLE memories (
+            rowid INTEGER PRIMARY KEY,
+            tenant_id TEXT NOT NULL,
+            id TEXT NOT NULL,
+            user_id TEXT,
+            user_key TEXT NOT NULL,
+            agent_id TEXT,
+            agent_key TEXT NOT NULL,
+            session_id TEXT,
+            namespace TEXT NOT NULL,
+            scope TEXT,
+            domain TEXT,
+            value_json TEXT,
+            content TEXT NOT NULL,
+            content_type TEXT NOT NULL,
+            memory_type TEXT NOT NULL,
+            memory_nature TEXT,
+            tier TEXT NOT NULL,
+            source TEXT NOT NULL,
+            source_id TEXT,
+            external_id TEXT,
+            parent_memory_id TEXT,
+            metadata TEXT NOT NULL,
+            tags TEXT NOT NULL,
+            importance REAL NOT NULL,
+            confidence REAL NOT NULL,
+            relevance REAL NOT NULL,
+            decay_rate REAL NOT NULL,
+            access_count INTEGER NOT NULL,
+            last_accessed_at REAL,
+            pinned INTEGER NOT NULL,
+            immutable INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            superseded_by TEXT,
+            expires_at REAL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            pii_detected INTEGER NOT NULL,
+            pii_fields TEXT NOT NULL,
+            integrity_hash TEXT NOT NULL,
+            embedding_model TEXT,
+            tokens_used INTEGER NOT NULL
+        );
+        CREATE UNIQUE INDEX ux_memories_tenant_id ON memories(tenant_id, id);
+        CREATE INDEX ix_memories_user ON memories(tenant_id, user_key, created_at);
+        CREATE INDEX ix_memories_created ON memories(tenant_id, created_at);
+        -- exact duplicates cannot be stored twice, whatever the callers do
+        CREATE UNIQUE INDEX ux_memories_hash
+            ON memories(tenant_id, user_key, agent_key, namespace, integrity_hash)
+            WHERE status = 'active';
+        CREATE INDEX ix_memories_expires ON memories(expires_at) WHERE expires_at IS NOT NULL;
+
+        CREATE TABLE memory_vectors (
+            memory_rowid INTEGER PRIMARY KEY REFERENCES memories(rowid) ON DELETE CASCADE,
+            model TEXT NOT NULL,
+            vector BLOB NOT NULL
+        );
+
+        -- the scope column holds hashed tenant and user tokens, indexed like words,
+        -- so that a user's full-text search touches only that user's postings
+        CREATE VIRTUAL TABLE memories_fts USING fts5(
+            scope, content, tokenize = 'unicode61 remove_diacritics 2'
+        );
+
+        CREATE TABLE partitions (
+            tenant_id TEXT NOT NULL,
+            user_key TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            PRIMARY KEY (tenant_id, user_key)
+        );
+
+        CREATE TABLE history (
+            seq INTEGER PRIMARY KEY,
+            tenant_id TEXT NOT NULL,
+            id TEXT NOT NULL,
+            memory_id TEXT NOT NULL,
+            event TEXT NOT NULL,
+            at REAL NOT NULL,
+            actor TEXT,
+            changes TEXT NOT NULL
+        );
+        CREATE INDEX ix_history_memory ON history(tenant_id, memory_id, seq);
+        """
+    )
+
+
+_COLUMNS = (
+    "tenant_id", "id", "user_id", "user_key", "agent_id", "agent_key", "session_id",
+    "namespace", "scope", "domain", "value_json", "content", "content_type", "memory_type",
+    "memory_nature", "tier", "source", "source_id", "external_id", "parent_memory_id",
+    "metadata", "tags", "importance", "confidence", "relevance", "decay_rate", "access_count",
+    "last_accessed_at", "pinned", "immutable", "status", "superseded_by", "expires_at",
+    "created_at", "updated_at", "pii_detected", "pii_fields", "integrity_hash",
+    "embedding_model", "tokens_used",
+)
+_SELECT = "SELECT m.rowid, " + ", ".join(f"m.{c}" for c in _COLUMNS) + " FROM memories m"
+_INSERT = (
+    f"INSERT INTO memories ({', '.join(_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
+)
+_UPDATE = (
+    "UPDATE memories SET "
+    + ", ".join(f"{c} = ?" for c in _COLUMNS if c not in ("tenant_id", "id"))
+    + " WHERE tenant_id = ? AND id = ?"
+)
+
+# Words too common to help a keyword query; dropping them keeps an OR-query from matching
+# every row of a large user. Kept if a query has nothing else.
+_STOPWORDS = frozenset(
+    "a an and are as at be by do does did for from has have i in is it its me my of on or "
+    "our so that the their them there these they this to was we were what when where which "
+    "who why will with you your about how can could would should am been being".split()
+)
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def _ts(dt: datetime | None) -> float | None:
+    return None if dt is None else dt.timestamp()
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, tz=UTC)
+
+
+def _token(*parts: str | None) -> str:
+    h = hashlib.blake2b("\x1f".join(p or "" for p in parts).encode(), digest_size=10)
+    return h.hexdigest()
+
+
+def _scope_tokens(tenant_id: str, user_key: str) -> str:
+    return f"t{_token(tenant_id)} u{_token(tenant_id, user_key)}"
+
+
+def keyword_query(text: str, max_terms: int = 32) -> str | None:
+    """An FTS5 query OR-ing the words of free text, every word quoted so that nothing a
+    caller sends is read as FTS5 syntax."""
+    words = [w.lower() for w in _WORD.findall(text)]
+    kept = [w for w in words if w not in _STOPWORDS] or words
+    seen: list[str] = []
+    for w in kept:
+        if w not in seen:
+            seen.append(w)
+        if len(seen) == max_terms:
+            break
+    if not seen:
+        return None
+    return " OR ".join(f'"{w}"' for w in seen)
+
+
+class SQLiteStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = self._connect()
+        self._write_lock = threading.RLock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._cache: dict[tuple[str, str], Partition] = {}
+        self._cache_lock = threading.Lock()
+        self._dim: int | None = None
+        self._model: str | None = None
+        self._closed = False
+
+    # -- connections -------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA busy_timeout = 30000")
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        """The writer inside a write section of this thread, else this thread's reader."""
+        if getattr(self._local, "depth", 0):
+            return self._writer
+        conn: sqlite3.Connection | None = getattr(self._local, "reader", None)
+        if conn is None:
+            if self._closed:
+                raise StoreError("the store is closed")
+            conn = self._connect()
+            self._local.reader = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def close(self) -> None:
+        self._closed = True
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+        with self._write_lock:
+            self._writer.close()
+
+    # -- schema ------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        with self._write_lock:
+            conn = self._writer
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+            )
+            applied = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
+            for name, step in migrations.pending(applied):
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    # a step may have been applied by another process meanwhile
+                    if conn.execute(
+                        "SELECT 1 FROM schema_migrations WHERE name = ?", (name,)
+                    ).fetchone():
+                        conn.execute("COMMIT")
+                        continue
+                    for stmt in _split_script(step):
+                        conn.execute(stmt)
+                    conn.execute(
+                        "INSERT INTO schema_migrations VALUES (?, ?)",
+                        (name, datetime.now(UTC).isoformat()),
+                    )
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+
+    def bind_embedding(self, model: str, dimension: int) -> None:
+        with self.atomic("", None):
+            conn = self._writer
+            rows = dict(conn.execute(
+                "SELECT key, value FROM meta WHERE key IN ('embedding_model', 'embedding_dim')"
+            ).fetchall())
+            if rows:
+                if rows.get("embedding_model") != model or int(rows["embedding_dim"]) != dimension:
+                    raise EmbeddingMismatch(
+                        f"this database holds vectors of {rows.get('embedding_model')} "
+                        f"({rows.get('embedding_dim')} dimensions); the configured embedder is "
+                        f"{model} ({dimension}). Re-embed with `engram reembed` or use the "
+                        "original model."
+                    )
+            else:
+                conn.executemany(
+                    "INSERT INTO meta VALUES (?, ?)",
+                    [("embedding_model", model), ("embedding_dim", str(dimension))],
+                )
+        self._model, self._dim = model, dimension
+
+    # -- write sections ----------------------------------------------------------------
+
+    @contextmanager
+    def atomic(self, tenant_id: str, user_id: str | None) -> Iterator[None]:
+        with self._write_lock:
+            depth = getattr(self._local, "depth", 0)
+            if depth:  # nested: part of the enclosing transaction
+                self._local.depth = depth + 1
+                try:
+                    yield
+                finally:
+                    self._local.depth = depth
+                return
+            self._local.depth = 1
+            self._local.touched = {}
+            self._local.ops = []
+            try:
+                self._writer.execute("BEGIN IMMEDIATE")
+                try:
+                    yield
+                    self._writer.execute("COMMIT")
+                except BaseException:
+                    self._writer.execute("ROLLBACK")
+                    raise
+                self._apply_cache_ops()
+            finally:
+                self._local.depth = 0
+                self._local.touched = {}
+                self._local.ops = []
+
+    def _bump(self, tenant_id: str, user_key: str) -> None:
+        touched: dict[tuple[str, str], int] = self._local.touched
+        key = (tenant_id, user_key)
+        if key in touched:
+            return
+        row = self._writer.execute(
+            "INSERT INTO partitions VALUES (?, ?, 1) ON CONFLICT (tenant_id, user_key) "
+            "DO UPDATE SET version = version + 1 RETURNING version",
+            key,
+        ).fetchone()
+        touched[key] = int(row[0])
+
+    def _apply_cache_ops(self) -> None:
+        touched: dict[tuple[str, str], int] = self._local.touched
+        ops: list[tuple[Any, ...]] = self._local.ops
+        with self._cache_lock:
+            for key, new_version in touched.items():
+                part = self._cache.get(key)
+                if part is None:
+                    continue
+                if part.version != new_version - 1:
+                    del self._cache[key]  # another writer got in between: reload lazily
+                    continue
+                for op in ops:
+                    if op[0] != key:
+                        continue
+                    if op[1] == "remove":
+                        part.remove(op[2])
+                    else:
+                        part.upsert(*op[2:])
+                part.version = new_version
+
+    def _queue_partition(self, rowid: int, rec: MemoryRecord, vector: Vector | None) -> None:
+        key = (rec.tenant_id, rec.user_id or "")
+        self._bump(*key)
+        self._local.ops.append((
+            key, "upsert", rowid, rec.id, vector, rec.agent_id, rec.session_id, rec.namespace,
+            rec.status is Status.ACTIVE, _ts(rec.expires_at),
+        ))
+
+    @contextmanager
+    def _write(self, rec_tenant: str, user_id: str | None) -> Iterator[sqlite3.Connection]:
+        with self.atomic(rec_tenant, user_id):
+            yield self._writer
+
+    # -- writes ------------------------------------------------------------------------
+
+    def _check_vector(self, vector: Vector) -> bytes:
+        if self._dim is None:
+            raise StoreError("bind_embedding() must be called before vectors are written")
+        if vector.shape != (self._dim,):
+            raise EmbeddingMismatch(
+                f"vector has shape {vector.shape}; this store holds {self._dim}-d vectors"
+            )
+        return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+
+    def insert(self, record: MemoryRecord, vector: Vector, event: HistoryEvent) -> None:
+        blob = self._check_vector(vector)
+        with self._write(record.tenant_id, record.user_id) as conn:
+            try:
+                cur = conn.execute(_INSERT, _row_values(record))
+            except sqlite3.IntegrityError as exc:
+                raise StoreError(f"could not insert memory {record.id}: {exc}") from exc
+            rowid = int(cur.lastrowid or 0)
+            conn.execute(
+                "INSERT INTO memory_vectors VALUES (?, ?, ?)",
+                (rowid, record.embedding_model or self._model, blob),
+            )
+            conn.execute(
+                "INSERT INTO memories_fts (rowid, scope, content) VALUES (?, ?, ?)",
+                (rowid, _scope_tokens(record.tenant_id, record.user_id or ""), record.content),
+            )
+            self._insert_event(conn, event)
+            self._queue_partition(rowid, record, vector)
+
+    def update(self, record: MemoryRecord, vector: Vector | None, event: HistoryEvent) -> None:
+        blob = None if vector is None else self._check_vector(vector)
+        with self._write(record.tenant_id, record.user_id) as conn:
+            row = conn.execute(
+                "SELECT rowid, content FROM memories WHERE tenant_id = ? AND id = ?",
+                (record.tenant_id, record.id),
+            ).fetchone()
+            if row is None:
+                raise StoreError(f"memory {record.id} vanished during update")
+            rowid, old_content = int(row[0]), row[1]
+            values = _row_values(record)
+            conn.execute(_UPDATE, (*values[2:], record.tenant_id, record.id))
+            if blob is not None:
+                conn.execute(
+                    "UPDATE memory_vectors SET vector = ?, model = ? WHERE memory_rowid = ?",
+                    (blob, record.embedding_model or self._model, rowid),
+                )
+            if old_content != record.content:
+                conn.execute("DELETE FROM memories_fts WHERE rowid = ?", (rowid,))
+                conn.execute(
+                    "INSERT INTO memories_fts (rowid, scope, content) VALUES (?, ?, ?)",
+                    (rowid, _scope_tokens(record.tenant_id, record.user_id or ""),
+                     record.content),
+                )
+            self._insert_event(conn, event)
+            self._queue_partition(rowid, record, vector)
+
+    def delete(self, tenant_id: str, memory_id: str, event: HistoryEvent) -> bool:
+        with self._write(tenant_id, None) as conn:
+            row = conn.execute(
+                "SELECT rowid, user_key FROM memories WHERE tenant_id = ? AND id = ?",
+                (tenant_id, memory_id),
+            ).fetchone()
+            if row is None:
+                return False
+            rowid, user_key = int(row[0]), row[1]
+            conn.execute("DELETE FROM memories_fts WHERE rowid = ?", (rowid,))
+            conn.execute("DELETE FROM memory_vectors WHERE memory_rowid = ?", (rowid,))
+            conn.execute("DELETE FROM memories WHERE rowid = ?", (rowid,))
+            # earlier events may quote the content; a deleted memory leaves none behind
+            conn.execute(
+                "UPDATE history SET changes = '{\"redacted\": true}' "
+                "WHERE tenant_id = ? AND memory_id = ?",
+                (tenant_id, memory_id),
+            )
+            self._insert_event(conn, event)
+            key = (tenant_id, user_key)
+            self._bump(*key)
+            self._local.ops.append((key, "remove", memory_id))
+            return True
+
+    def _insert_event(self, conn: sqlite3.Connection, event: HistoryEvent) -> None:
+        conn.execute(
+            "INSERT INTO history (tenant_id, id, memory_id, event, at, actor, changes) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (event.tenant_id, event.id, event.memory_id, event.event, event.at.timestamp(),
+             event.actor, json.dumps(event.changes, ensure_ascii=False, default=str)),
+        )
+
+    # -- reads -------------------------------------------------------------------------
+
+    def get(self, tenant_id: str, memory_id: str) -> MemoryRecord | None:
+        row = self._conn().execute(
+            _SELECT + " WHERE m.tenant_id = ? AND m.id = ?", (tenant_id, memory_id)
+        ).fetchone()
+        return None if row is None else _record(row)
+
+    def get_many(self, tenant_id: str, memory_ids: Sequence[str]) -> dict[str, MemoryRecord]:
+        if not memory_ids:
+            return {}
+        out: dict[str, MemoryRecord] = {}
+        conn = self._conn()
+        ids = list(dict.fromkeys(memory_ids))
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" for _ in chunk)
+            for row in conn.execute(
+                _SELECT + f" WHERE m.tenant_id = ? AND m.id IN ({marks})", (tenant_id, *chunk)
+            ):
+                rec = _record(row)
+                out[rec.id] = rec
+        return out
+
+    def get_vector(self, tenant_id: str, memory_id: str) -> Vector | None:
+        row = self._conn().execute(
+            "SELECT v.vector FROM memories m JOIN memory_vectors v ON v.memory_rowid = m.rowid "
+            "WHERE m.tenant_id = ? AND m.id = ?",
+            (tenant_id, memory_id),
+        ).fetchone()
+        return None if row is None else np.frombuffer(row[0], dtype=np.float32).copy()
+
+    def find_by_hash(self, tenant_id: str, user_id: str | None, agent_id: str | None,
+                     namespace: str, integrity_hash: str) -> MemoryRecord | None:
+        row = self._conn().execute(
+            _SELECT + " WHERE m.tenant_id = ? AND m.user_key = ? AND m.agent_key = ? "
+            "AND m.namespace = ? AND m.integrity_hash = ? AND m.status = 'active'",
+            (tenant_id, user_id or "", agent_id or "", namespace, integrity_hash),
+        ).fetchone()
+        return None if row is None else _record(row)
+
+    def _where(self, f: Filters) -> tuple[str, list[Any]]:
+        sql = ["m.tenant_id = ?", "(m.expires_at IS NULL OR m.expires_at > ?)"]
+        params: list[Any] = [f.tenant_id, f.now.timestamp()]
+        if not f.include_superseded:
+            sql.append("m.status = 'active'")
+        if f.exact_scope:
+            sql.append("m.user_key = ? AND m.agent_key = ?")
+            params.extend([f.user_id or "", f.agent_id or ""])
+        for col, val in (("user_key", None if f.exact_scope else f.user_id),
+                         ("agent_id", None if f.exact_scope else f.agent_id),
+                         ("session_id", f.session_id), ("namespace", f.namespace),
+                         ("memory_nature", f.memory_nature), ("scope", f.scope),
+                         ("domain", f.domain)):
+            if val is not None:
+                sql.append(f"m.{col} = ?")
+                params.append(val)
+        for col, vals in (("memory_type", f.memory_types), ("content_type", f.content_types),
+                          ("tier", f.tiers)):
+            if vals:
+                sql.append(f"m.{col} IN ({','.join('?' for _ in vals)})")
+                params.extend(vals)
+        for tag in f.tags:
+            sql.append("EXISTS (SELECT 1 FROM json_each(m.tags) WHERE value = ?)")
+            params.append(tag)
+        for key, val in f.metadata:
+            sql.append("json_extract(m.metadata, ?) IS ?")
+            params.append('$."' + key.replace('"', "") + '"')
+            params.append(json.dumps(val) if isinstance(val, dict | list) else val)
+        if f.created_after is not None:
+            sql.append("m.created_at >= ?")
+            params.append(f.created_after.timestamp())
+        if f.created_before is not None:
+            sql.append("m.created_at < ?")
+            params.append(f.created_before.timestamp())
+        return " AND ".join(sql), params
+
+    def list(self, filters: Filters, limit: int, offset: int) -> tuple[list[MemoryRecord], int]:
+        where, params = self._where(filters)
+        conn = self._conn()
+        total = int(conn.execute(
+            f"SELECT COUNT(*) FROM memories m WHERE {where}", params
+        ).fetchone()[0])
+        rows = conn.execute(
+            f"{_SELECT} WHERE {where} ORDER BY m.created_at DESC, m.rowid DESC LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        ).fetchall()
+        return [_record(r) for r in rows], total
+
+    def keyword_search(self, filters: Filters, query: str, k: int) -> list[tuple[str, float]]:
+        terms = keyword_query(query)
+        if terms is None or k <= 0:
+            return []
+        user_key = filters.user_id
+        scope_tok = (
+            f"u{_token(filters.tenant_id, user_key)}" if user_key is not None
+            else f"t{_token(filters.tenant_id)}"
+        )
+        match = f"scope : {scope_tok} AND content : ({terms})"
+        where, params = self._where(filters)
+        try:
+            rows = self._conn().execute(
+                "SELECT m.id, -bm25(memories_fts, 0.0, 1.0) AS s FROM memories_fts "
+                "JOIN memories m ON m.rowid = memories_fts.rowid "
+                f"WHERE memories_fts MATCH ? AND {where} ORDER BY s DESC LIMIT ?",
+                (match, *params, k),
+            ).fetchall()
+        except sqlite3.OperationalError as exc:  # should not happen: every term is quoted
+            raise StoreError(f"full-text query failed: {exc}") from exc
+        return [(r[0], float(r[1])) for r in rows]
+
+    # -- vectors -----------------------------------------------------------------------
+
+    def _partition(self, conn: sqlite3.Connection, tenant_id: str, user_key: str,
+                   version: int) -> Partition:
+        key = (tenant_id, user_key)
+        with self._cache_lock:
+            part = self._cache.get(key)
+            if part is not None and part.version == version:
+                return part
+        assert self._dim is not None
+        rows = conn.execute(
+            "SELECT m.rowid, m.id, v.vector, m.agent_id, m.session_id, m.namespace, m.status, "
+            "m.expires_at FROM memories m JOIN memory_vectors v ON v.memory_rowid = m.rowid "
+            "WHERE m.tenant_id = ? AND m.user_key = ?",
+            key,
+        ).fetchall()
+        part = Partition(self._dim, capacity=len(rows) * 5 // 4 + 16, version=version)
+        for rowid, mid, blob, agent, session, ns, status, exp in rows:
+            part.upsert(rowid, mid, np.frombuffer(blob, dtype=np.float32), agent, session, ns,
+                        status == "active", exp)
+        with self._cache_lock:
+            self._cache[key] = part
+        return part
+
+    def _partitions(self, conn: sqlite3.Connection, filters: Filters) -> list[Partition]:
+        if self._dim is None:
+            raise StoreError("bind_embedding() must be called before searching")
+        if filters.user_id is not None or filters.exact_scope:
+            user_key = filters.user_id or ""
+            row = conn.execute(
+                "SELECT version FROM partitions WHERE tenant_id = ? AND user_key = ?",
+                (filters.tenant_id, user_key),
+            ).fetchone()
+            versions = [] if row is None else [(user_key, int(row[0]))]
+        else:
+            versions = [(r[0], int(r[1])) for r in conn.execute(
+                "SELECT user_key, version FROM partitions WHERE tenant_id = ?",
+                (filters.tenant_id,),
+            )]
+        return [self._partition(conn, filters.tenant_id, u, v) for u, v in versions]
+
+    def nearest(self, filters: Filters, vector: Vector, k: int) -> list[tuple[str, float]]:
+        conn = self._conn()
+        parts = self._partitions(conn, filters)
+        if not parts:
+            return []
+        allowed: set[int] | None = None
+        if filters.needs_row_filter():
+            where, params = self._where(filters)
+            allowed = {r[0] for r in conn.execute(
+                f"SELECT m.rowid FROM memories m WHERE {where}", params
+            )}
+            if not allowed:
+                return []
+        query = np.ascontiguousarray(vector, dtype=np.float32)
+        now = filters.now.timestamp()
+        agent = filters.agent_id if filters.exact_scope or filters.agent_id is not None else ANY
+        hits: list[tuple[str, float]] = []
+        for part in parts:
+            with self._cache_lock:
+                hits.extend(part.search(
+                    query, k, now, agent=agent,
+                    session=ANY if filters.session_id is None else filters.session_id,
+                    namespace=ANY if filters.namespace is None else filters.namespace,
+                    include_inactive=filters.include_superseded, allowed=allowed,
+                ))
+        if len(parts) > 1:
+            hits.sort(key=lambda h: -h[1])
+        return hits[:k]
+
+    def similarities(self, filters: Filters, vector: Vector,
+                     memory_ids: Sequence[str]) -> dict[str, float]:
+        conn = self._conn()
+        query = np.ascontiguousarray(vector, dtype=np.float32)
+        out: dict[str, float] = {}
+        for part in self._partitions(conn, filters):
+            with self._cache_lock:
+                out.update(part.similarities(query, memory_ids))
+        return out
+
+    # -- history, export, stats --------------------------------------------------------
+
+    def history(self, tenant_id: str, memory_id: str) -> list[HistoryEvent]:
+        rows = self._conn().execute(
+            "SELECT id, memory_id, tenant_id, event, at, actor, changes FROM history "
+            "WHERE tenant_id = ? AND memory_id = ? ORDER BY seq",
+            (tenant_id, memory_id),
+        ).fetchall()
+        return [
+            HistoryEvent(id=r[0], memory_id=r[1], tenant_id=r[2], event=r[3],
+                         at=datetime.fromtimestamp(r[4], tz=UTC), actor=r[5],
+                         changes=json.loads(r[6]))
+            for r in rows
+        ]
+
+    def iter_all(self, tenant_id: str | None = None) -> Iterator[StoredMemory]:
+        conn = self._connect()  # its own connection: a long export must not hold a reader
+        try:
+            sql = (
+                _SELECT.replace(" FROM memories m", ", v.vector FROM memories m")
+                + " LEFT JOIN memory_vectors v ON v.memory_rowid = m.rowid"
+            )
+            params: tuple[Any, ...] = ()
+            if tenant_id is not None:
+                sql += " WHERE m.tenant_id = ?"
+                params = (tenant_id,)
+            for row in conn.execute(sql + " ORDER BY m.rowid", params):
+                blob = row[-1]
+                vec = None if blob is None else np.frombuffer(blob, dtype=np.float32).copy()
+                yield StoredMemory(_record(row[:-1]), vec)
+        finally:
+            conn.close()
+
+    def stats(self) -> dict[str, Any]:
+        conn = self._conn()
+        counts = dict(conn.execute(
+            "SELECT status, COUNT(*) FROM memories GROUP BY status"
+        ).fetchall())
+        page_count = conn.execute("PRAGMA page_count").fetchone()[0]
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        with self._cache_lock:
+            cached = sum(p.n for p in self._cache.values())
+        return {
+            "backend": "sqlite",
+            "path": str(self.path),
+            "memories": sum(counts.values()),
+            "by_status": counts,
+            "database_bytes": int(page_count) * int(page_size),
+            "cached_vectors": cached,
+            "embedding_model": self._model,
+            "embedding_dim": self._dim,
+        }
+
+
+def _split_script(step: Any) -> list[str]:
+    """Run a migration step against a recorder and return its statements, so the step runs
+    inside our transaction (executescript would commit on its own)."""
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.statements: list[str] = []
+
+        def executescript(self, script: str) -> None:
+            buf = ""
+            for line in script.splitlines(keepends=True):
+                if line.strip().startswith("--"):
+                    continue
+                buf += line
+                if sqlite3.complete_statement(buf):
+                    self.statements.append(buf.strip())
+                    buf = ""
+            if buf.strip():
+                self.statements.append(buf.strip())
+
+        def execute(self, sql: str, *_: Any) -> None:
+            self.statements.append(sql)
+
+    rec = Recorder()
+    step(rec)
+    return rec.statements
+
+
+def _row_values(r: MemoryRecord) -> tuple[Any, ...]:
+    return (
+        r.tenant_id, r.id, r.user_id, r.user_id or "", r.agent_id, r.agent_id or "",
+        r.session_id, r.namespace, r.scope.value if r.scope else None, r.domain,
+        None if r.value_json is None else json.dumps(r.value_json, ensure_ascii=False),
+        r.content, r.content_type.value, r.memory_type.value,
+        r.memory_nature.value if r.memory_nature else None, r.tier.value, r.source,
+        r.source_id, r.external_id, r.parent_memory_id,
+        json.dumps(r.metadata, ensure_ascii=False), json.dumps(r.tags, ensure_ascii=False),
+        r.importance, r.confidence, r.relevance, r.decay_rate, r.access_count,
+        _ts(r.last_accessed_at), int(r.pinned), int(r.immutable), r.status.value,
+        r.superseded_by, _ts(r.expires_at), _ts(r.created_at), _ts(r.updated_at),
+        int(r.pii_detected), json.dumps(r.pii_fields), r.integrity_hash, r.embedding_model,
+        r.tokens_used,
+    )
+
+
+def _record(row: Sequence[Any]) -> MemoryRecord:
+    v = dict(zip(_COLUMNS, row[1:], strict=True))
+    created = _dt(v["created_at"])
+    updated = _dt(v["updated_at"])
+    assert created is not None and updated is not None
+    return MemoryRecord(
+        id=v["id"], tenant_id=v["tenant_id"], content=v["content"],
+        integrity_hash=v["integrity_hash"], created_at=created, updated_at=updated,
+        user_id=v["user_id"], agent_id=v["agent_id"], session_id=v["session_id"],
+        namespace=v["namespace"], scope=Scope(v["scope"]) if v["scope"] else None,
+        domain=v["domain"],
+        value_json=None if v["value_json"] is None else json.loads(v["value_json"]),
+        content_type=ContentType(v["content_type"]), memory_type=MemoryType(v["memory_type"]),
+        memory_nature=MemoryNature(v["memory_nature"]) if v["memory_nature"] else None,
+        tier=Tier(v["tier"]), source=v["source"], source_id=v["source_id"],
+        external_id=v["external_id"], parent_memory_id=v["parent_memory_id"],
+        metadata=json.loads(v["metadata"]), tags=json.loads(v["tags"]),
+        importance=v["importance"], confidence=v["confidence"], relevance=v["relevance"],
+        decay_rate=v["decay_rate"], access_count=v["access_count"],
+        last_accessed_at=_dt(v["last_accessed_at"]), pinned=bool(v["pinned"]),
+        immutable=bool(v["immutable"]), status=Status(v["status"]),
+        superseded_by=v["superseded_by"], expires_at=_dt(v["expires_at"]),
+        pii_detected=bool(v["pii_detected"]), pii_fields=json.loads(v["pii_fields"]),
+        embedding_model=v["embedding_model"], tokens_used=v["tokens_used"],
+    )
