@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from pathlib import Path
@@ -89,7 +90,7 @@ class Engram:
         """Store a memory; returns status saved or duplicate (with the existing id)."""
         return self.service.add(self.tenant_id, new_memory({"content": content, **fields}))
 
-    def add_many(self, items: Iterable[Mapping[str, Any] | NewMemory]) -> list[SaveResult]:
+    def add_many(self, items: Iterable[Mapping[str, Any] | NewMemory]) -> builtins.list[SaveResult]:
         batch = [new_memory(item, f"items[{i}].") for i, item in enumerate(items)]
         return self.service.add_many(self.tenant_id, batch)
 
@@ -105,7 +106,7 @@ class Engram:
     def list(self, *, limit: int = 50, offset: int = 0, **filters: Any) -> Page:
         return self.service.list(self.tenant_id, filters, limit=limit, offset=offset)
 
-    def search(self, query: str, *, limit: int = 10, **filters: Any) -> list[SearchHit]:
+    def search(self, query: str, *, limit: int = 10, **filters: Any) -> builtins.list[SearchHit]:
         unknown = set(filters) - _QUERY_FIELDS
         if unknown:
             name = sorted(unknown)[0]
@@ -118,7 +119,7 @@ class Engram:
             self.tenant_id, new_memory({"content": content, **fields})
         )
 
-    def history(self, memory_id: str) -> list[HistoryEvent]:
+    def history(self, memory_id: str) -> builtins.list[HistoryEvent]:
         return self.service.history(self.tenant_id, memory_id)
 
     def stats(self) -> dict[str, Any]:

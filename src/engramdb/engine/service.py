@@ -3,6 +3,7 @@ duplicates, scores or visibility lives anywhere else."""
 
 from __future__ import annotations
 
+import builtins
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -190,14 +191,14 @@ class MemoryService:
             return self._save(tenant_id, d, h, vec, tokens, actor)
 
     def add_many(self, tenant_id: str, items: Sequence[NewMemory],
-                 actor: str | None = None) -> list[SaveResult]:
+                 actor: str | None = None) -> builtins.list[SaveResult]:
         """Validate all (nothing is written if any item is invalid), embed all in one batched
         call, then save per user scope; duplicates inside the batch are caught too."""
         if len(items) > MAX_BATCH:
             raise ValidationError(f"items: at most {MAX_BATCH} per batch (got {len(items)})",
                                   field="items")
         now = self.clock.now()
-        drafts: list[Draft] = []
+        drafts: builtins.list[Draft] = []
         for i, item in enumerate(items):
             try:
                 drafts.append(validate_new(item, now))
@@ -207,11 +208,11 @@ class MemoryService:
         for d in drafts:
             self._check_parent(tenant_id, d, now)
         hashes = [integrity_hash(d.content, d.value_json) for d in drafts]
-        results: list[SaveResult | None] = [None] * len(drafts)
+        results: builtins.list[SaveResult | None] = [None] * len(drafts)
 
         # exact duplicates of stored memories, and of earlier items of this batch
         first_of: dict[tuple[Any, ...], int] = {}
-        todo: list[int] = []
+        todo: builtins.list[int] = []
         for i, (d, h) in enumerate(zip(drafts, hashes, strict=True)):
             key = (d.user_id, d.agent_id, d.namespace, h)
             found = self.store.find_by_hash(tenant_id, d.user_id, d.agent_id, d.namespace, h)
@@ -228,12 +229,12 @@ class MemoryService:
         vectors = {i: emb.vectors[j] for j, i in enumerate(todo)}
         tokens = {i: emb.tokens[j] for j, i in enumerate(todo)}
 
-        by_user: dict[str | None, list[int]] = {}
+        by_user: dict[str | None, builtins.list[int]] = {}
         for i in todo:
             by_user.setdefault(drafts[i].user_id, []).append(i)
         for user_id, idxs in by_user.items():
             with self._scope_lock(tenant_id, user_id), self.store.atomic(tenant_id, user_id):
-                saved: list[tuple[int, Vector]] = []
+                saved: builtins.list[tuple[int, Vector]] = []
                 for i in idxs:
                     d = drafts[i]
                     # near duplicates of items saved earlier in this batch (not yet visible
@@ -260,8 +261,8 @@ class MemoryService:
                                         existing_id=first.id, similarity=1.0)
         return [r for r in results if r is not None]
 
-    def _batch_twin(self, d: Draft, vec: Vector, saved: list[tuple[int, Vector]],
-                    drafts: list[Draft]) -> tuple[int, float] | None:
+    def _batch_twin(self, d: Draft, vec: Vector, saved: builtins.list[tuple[int, Vector]],
+                    drafts: builtins.list[Draft]) -> tuple[int, float] | None:
         best: tuple[int, float] | None = None
         for j, other in saved:
             o = drafts[j]
@@ -346,7 +347,7 @@ class MemoryService:
         with self._scope_lock(tenant_id, rec.user_id), self.store.atomic(tenant_id, rec.user_id):
             self.store.delete(tenant_id, mid, self._event(rec, "delete", now, actor, {}))
 
-    def history(self, tenant_id: str, memory_id: str) -> list[HistoryEvent]:
+    def history(self, tenant_id: str, memory_id: str) -> builtins.list[HistoryEvent]:
         mid = v.uuid_string(memory_id, "id")
         assert mid is not None
         events = self.store.history(tenant_id, mid)
@@ -403,7 +404,7 @@ class MemoryService:
         items, total = self.store.list(f, limit, offset)
         return Page(items, total, limit, offset)
 
-    def search(self, tenant_id: str, q: SearchQuery) -> list[SearchHit]:
+    def search(self, tenant_id: str, q: SearchQuery) -> builtins.list[SearchHit]:
         if not isinstance(q.query, str):
             raise ValidationError("query: must be a string", field="query")
         text = v.content_text(q.query, "query", max_chars=MAX_QUERY_CHARS)
@@ -421,7 +422,7 @@ class MemoryService:
             dense.update(self.store.similarities(f, vec, missing))
         candidates = list(dense.keys() | sparse.keys())
         records = self.store.get_many(tenant_id, candidates)
-        scored: list[tuple[float, str, dict[str, float]]] = []
+        scored: builtins.list[tuple[float, str, dict[str, float]]] = []
         for mid in candidates:
             rec = records.get(mid)
             if rec is None:

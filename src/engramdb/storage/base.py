@@ -7,6 +7,7 @@ and passes `now` in. Every backend passes the shared contract suite (tests/test_
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -113,7 +114,7 @@ class Store(Protocol):
         """The active memory with this hash in this exact scope, expired or not."""
         ...
 
-    def nearest(self, filters: Filters, vector: Vector, k: int) -> list[tuple[str, float]]:
+    def nearest(self, filters: Filters, vector: Vector, k: int) -> builtins.list[tuple[str, float]]:
         """Up to k visible memories by cosine similarity, best first."""
         ...
 
@@ -123,17 +124,19 @@ class Store(Protocol):
         """Cosine of `vector` to each of the given memories (those visible under filters)."""
         ...
 
-    def keyword_search(self, filters: Filters, query: str, k: int) -> list[tuple[str, float]]:
+    def keyword_search(
+        self, filters: Filters, query: str, k: int
+    ) -> builtins.list[tuple[str, float]]:
         """Up to k visible memories by BM25 (higher is better), best first."""
         ...
 
     def list(
         self, filters: Filters, limit: int, offset: int
-    ) -> tuple[list[MemoryRecord], int]:
+    ) -> tuple[builtins.list[MemoryRecord], int]:
         """Visible memories, newest first, and how many there are in all."""
         ...
 
-    def history(self, tenant_id: str, memory_id: str) -> list[HistoryEvent]: ...
+    def history(self, tenant_id: str, memory_id: str) -> builtins.list[HistoryEvent]: ...
 
     def iter_all(self, tenant_id: str | None = None) -> Iterator[StoredMemory]: ...
 

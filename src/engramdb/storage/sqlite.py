@@ -11,6 +11,7 @@ serialises across processes; reads use one connection per thread (WAL readers ne
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import re
@@ -109,7 +110,7 @@ def _initial(conn: sqlite3.Connection) -> None:
         -- the scope column holds hashed tenant and user tokens, indexed like words,
         -- so that a user's full-text search touches only that user's postings
         CREATE VIRTUAL TABLE memories_fts USING fts5(
-            scope, content, tokenize = 'unicode61 remove_diacritics 2'
+            scope, content, tokenize = 'porter unicode61 remove_diacritics 2'
         );
 
         CREATE TABLE partitions (
@@ -156,11 +157,13 @@ _UPDATE = (
 
 # Words too common to help a keyword query; dropping them keeps an OR-query from matching
 # every row of a large user. Kept if a query has nothing else.
-_STOPWORDS = frozenset(
-    "a an and are as at be by do does did for from has have i in is it its me my of on or "
-    "our so that the their them there these they this to was we were what when where which "
-    "who why will with you your about how can could would should am been being".split()
-)
+_STOPWORDS = frozenset([
+    "a", "an", "and", "are", "as", "at", "be", "by", "do", "does", "did", "for", "from", "has",
+    "have", "i", "in", "is", "it", "its", "me", "my", "of", "on", "or", "our", "so", "that",
+    "the", "their", "them", "there", "these", "they", "this", "to", "was", "we", "were",
+    "what", "when", "where", "which", "who", "why", "will", "with", "you", "your", "about",
+    "how", "can", "could", "would", "should", "am", "been", "being",
+])
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -186,7 +189,7 @@ def keyword_query(text: str, max_terms: int = 32) -> str | None:
     caller sends is read as FTS5 syntax."""
     words = [w.lower() for w in _WORD.findall(text)]
     kept = [w for w in words if w not in _STOPWORDS] or words
-    seen: list[str] = []
+    seen: builtins.list[str] = []
     for w in kept:
         if w not in seen:
             seen.append(w)
@@ -204,7 +207,7 @@ class SQLiteStore:
         self._writer = self._connect()
         self._write_lock = threading.RLock()
         self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        self._readers: builtins.list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._cache: dict[tuple[str, str], Partition] = {}
         self._cache_lock = threading.Lock()
@@ -342,7 +345,7 @@ class SQLiteStore:
 
     def _apply_cache_ops(self) -> None:
         touched: dict[tuple[str, str], int] = self._local.touched
-        ops: list[tuple[Any, ...]] = self._local.ops
+        ops: builtins.list[tuple[Any, ...]] = self._local.ops
         with self._cache_lock:
             for key, new_version in touched.items():
                 part = self._cache.get(key)
@@ -503,9 +506,9 @@ class SQLiteStore:
         ).fetchone()
         return None if row is None else _record(row)
 
-    def _where(self, f: Filters) -> tuple[str, list[Any]]:
+    def _where(self, f: Filters) -> tuple[str, builtins.list[Any]]:
         sql = ["m.tenant_id = ?", "(m.expires_at IS NULL OR m.expires_at > ?)"]
-        params: list[Any] = [f.tenant_id, f.now.timestamp()]
+        params: builtins.list[Any] = [f.tenant_id, f.now.timestamp()]
         if not f.include_superseded:
             sql.append("m.status = 'active'")
         if f.exact_scope:
@@ -539,7 +542,9 @@ class SQLiteStore:
             params.append(f.created_before.timestamp())
         return " AND ".join(sql), params
 
-    def list(self, filters: Filters, limit: int, offset: int) -> tuple[list[MemoryRecord], int]:
+    def list(
+        self, filters: Filters, limit: int, offset: int
+    ) -> tuple[builtins.list[MemoryRecord], int]:
         where, params = self._where(filters)
         conn = self._conn()
         total = int(conn.execute(
@@ -551,7 +556,9 @@ class SQLiteStore:
         ).fetchall()
         return [_record(r) for r in rows], total
 
-    def keyword_search(self, filters: Filters, query: str, k: int) -> list[tuple[str, float]]:
+    def keyword_search(
+        self, filters: Filters, query: str, k: int
+    ) -> builtins.list[tuple[str, float]]:
         terms = keyword_query(query)
         if terms is None or k <= 0:
             return []
@@ -597,7 +604,7 @@ class SQLiteStore:
             self._cache[key] = part
         return part
 
-    def _partitions(self, conn: sqlite3.Connection, filters: Filters) -> list[Partition]:
+    def _partitions(self, conn: sqlite3.Connection, filters: Filters) -> builtins.list[Partition]:
         if self._dim is None:
             raise StoreError("bind_embedding() must be called before searching")
         if filters.user_id is not None or filters.exact_scope:
@@ -614,7 +621,7 @@ class SQLiteStore:
             )]
         return [self._partition(conn, filters.tenant_id, u, v) for u, v in versions]
 
-    def nearest(self, filters: Filters, vector: Vector, k: int) -> list[tuple[str, float]]:
+    def nearest(self, filters: Filters, vector: Vector, k: int) -> builtins.list[tuple[str, float]]:
         conn = self._conn()
         parts = self._partitions(conn, filters)
         if not parts:
@@ -630,7 +637,7 @@ class SQLiteStore:
         query = np.ascontiguousarray(vector, dtype=np.float32)
         now = filters.now.timestamp()
         agent = filters.agent_id if filters.exact_scope or filters.agent_id is not None else ANY
-        hits: list[tuple[str, float]] = []
+        hits: builtins.list[tuple[str, float]] = []
         for part in parts:
             with self._cache_lock:
                 hits.extend(part.search(
@@ -655,7 +662,7 @@ class SQLiteStore:
 
     # -- history, export, stats --------------------------------------------------------
 
-    def history(self, tenant_id: str, memory_id: str) -> list[HistoryEvent]:
+    def history(self, tenant_id: str, memory_id: str) -> builtins.list[HistoryEvent]:
         rows = self._conn().execute(
             "SELECT id, memory_id, tenant_id, event, at, actor, changes FROM history "
             "WHERE tenant_id = ? AND memory_id = ? ORDER BY seq",
@@ -707,13 +714,13 @@ class SQLiteStore:
         }
 
 
-def _split_script(step: Any) -> list[str]:
+def _split_script(step: Any) -> builtins.list[str]:
     """Run a migration step against a recorder and return its statements, so the step runs
     inside our transaction (executescript would commit on its own)."""
 
     class Recorder:
         def __init__(self) -> None:
-            self.statements: list[str] = []
+            self.statements: builtins.list[str] = []
 
         def executescript(self, script: str) -> None:
             buf = ""

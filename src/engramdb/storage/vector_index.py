@@ -6,10 +6,9 @@ product and a boolean mask: for a typical user well under a millisecond."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
