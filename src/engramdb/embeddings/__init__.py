@@ -1,6 +1,6 @@
 """Embedding models: the Embedder port, the default MiniLM adapter and the micro-batcher."""
 
-from engramdb.embeddings.base import EmbedResult, Embedder
+from engramdb.embeddings.base import Embedder, EmbedResult
 from engramdb.embeddings.batching import BatcherStats, MicroBatcher
 from engramdb.embeddings.onnx_minilm import (
     MiniLMEmbedder,

@@ -1,9 +1,13 @@
 """Micro-batching: concurrent ``embed`` calls share model runs.
 
-A transformer run costs little more for 16 short texts than for one, so when many
-requests embed a query or a memory at the same moment, one worker thread drains
-whatever is queued, runs it as a single batch and hands every caller its own rows.
-A lone caller is served at once: nothing waits for company unless ``max_wait_ms`` says so.
+Every model run pays a fixed cost (about 2-3 ms on one thread for MiniLM, the price of
+some ten token positions) besides its per-token work, and concurrent runs would compete
+for the same cores anyway. So one worker thread drains whatever is queued, runs it as a
+single batch and hands every caller its own rows.
+
+A lone caller is served at once. Only when the previous batch served several callers,
+who are likely to be back any moment, does the worker wait up to ``max_wait_ms`` for
+them: without that, the first of them to return would always run alone.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engramdb.embeddings.base import EmbedResult, Embedder, Vectors
+from engramdb.embeddings.base import Embedder, EmbedResult, Vectors
 
 __all__ = ["BatcherStats", "MicroBatcher"]
 
@@ -76,7 +80,7 @@ class MicroBatcher:
         inner: Embedder,
         *,
         max_batch: int = 32,
-        max_wait_ms: float = 0.0,
+        max_wait_ms: float = 1.0,
         close_inner: bool = True,
     ) -> None:
         if max_batch < 1:
@@ -90,6 +94,8 @@ class MicroBatcher:
         self._max_wait = max_wait_ms / 1000.0
         self._close_inner = close_inner
         self._inner_closed = False
+        # How many requests the last batch finished; the worker lingers for that many.
+        self._last_callers = 0
 
         self._cond = threading.Condition()
         self._queue: deque[_Request] = deque()
@@ -104,9 +110,7 @@ class MicroBatcher:
         self._recent: deque[int] = deque(maxlen=RECENT_BATCHES)
 
         # Daemon, so a process that forgets close() still exits; close() drains first.
-        self._thread = threading.Thread(
-            target=self._work, name="engram-embed-batcher", daemon=True
-        )
+        self._thread = threading.Thread(target=self._work, name="engram-embed-batcher", daemon=True)
         self._thread.start()
 
     # -- callers' side -------------------------------------------------------------
@@ -201,12 +205,16 @@ class MicroBatcher:
             raise
 
     def _linger(self) -> None:
-        """With max_wait_ms set, give a part-filled batch a moment to fill up.
-        Called with the lock held; wait() releases it so callers can enqueue."""
+        """Give the callers of the previous batch up to max_wait_ms to come back and
+        share this one. Called with the lock held; wait() releases it meanwhile."""
         if self._max_wait <= 0:
             return
         deadline = time.monotonic() + self._max_wait
-        while not self._closed and self._queued_texts() < self.max_batch:
+        while (
+            not self._closed
+            and len(self._queue) < self._last_callers
+            and self._queued_texts() < self.max_batch
+        ):
             left = deadline - time.monotonic()
             if left <= 0:
                 return
@@ -236,9 +244,10 @@ class MicroBatcher:
         texts = [t for request, start, stop in pieces for t in request.texts[start:stop]]
         try:
             result = self._inner.embed(texts)
-            if result.vectors.shape != (len(texts), self.dimension) or len(
-                result.tokens
-            ) != len(texts):
+            # Rows are matched to callers by position alone, so a short or misshapen
+            # answer must fail loudly rather than hand someone another caller's vector.
+            shape_ok = result.vectors.shape == (len(texts), self.dimension)
+            if not shape_ok or len(result.tokens) != len(texts):
                 raise RuntimeError(
                     f"inner embedder returned {result.vectors.shape} vectors and "
                     f"{len(result.tokens)} token counts for {len(texts)} texts"
@@ -266,6 +275,7 @@ class MicroBatcher:
             self._batches += 1
             self._texts += len(texts)
             self._requests += finished
+            self._last_callers = finished
             self._sizes[len(texts)] += 1
             self._recent.append(len(texts))
 
