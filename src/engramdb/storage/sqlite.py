@@ -417,7 +417,10 @@ class SQLiteStore:
                 raise StoreError(f"memory {record.id} vanished during update")
             rowid, old_content = int(row[0]), row[1]
             values = _row_values(record)
-            conn.execute(_UPDATE, (*values[2:], record.tenant_id, record.id))
+            try:
+                conn.execute(_UPDATE, (*values[2:], record.tenant_id, record.id))
+            except sqlite3.IntegrityError as exc:
+                raise StoreError(f"could not update memory {record.id}: {exc}") from exc
             if blob is not None:
                 conn.execute(
                     "UPDATE memory_vectors SET vector = ?, model = ? WHERE memory_rowid = ?",
@@ -533,7 +536,9 @@ class SQLiteStore:
         for key, val in f.metadata:
             sql.append("json_extract(m.metadata, ?) IS ?")
             params.append('$."' + key.replace('"', "") + '"')
-            params.append(json.dumps(val) if isinstance(val, dict | list) else val)
+            # json_extract gives objects and arrays back as minified JSON text
+            params.append(json.dumps(val, separators=(",", ":"), ensure_ascii=False)
+                          if isinstance(val, dict | list) else val)
         if f.created_after is not None:
             sql.append("m.created_at >= ?")
             params.append(f.created_after.timestamp())
@@ -584,11 +589,19 @@ class SQLiteStore:
 
     def _partition(self, conn: sqlite3.Connection, tenant_id: str, user_key: str,
                    version: int) -> Partition:
+        """The shared cached partition at `version`, (re)loaded from the database if needed."""
         key = (tenant_id, user_key)
         with self._cache_lock:
             part = self._cache.get(key)
             if part is not None and part.version == version:
                 return part
+        part = self._load_partition(conn, key, version)
+        with self._cache_lock:
+            self._cache[key] = part
+        return part
+
+    def _load_partition(self, conn: sqlite3.Connection, key: tuple[str, str],
+                        version: int) -> Partition:
         assert self._dim is not None
         rows = conn.execute(
             "SELECT m.rowid, m.id, v.vector, m.agent_id, m.session_id, m.namespace, m.status, "
@@ -600,11 +613,48 @@ class SQLiteStore:
         for rowid, mid, blob, agent, session, ns, status, exp in rows:
             part.upsert(rowid, mid, np.frombuffer(blob, dtype=np.float32), agent, session, ns,
                         status == "active", exp)
-        with self._cache_lock:
-            self._cache[key] = part
         return part
 
-    def _partitions(self, conn: sqlite3.Connection, filters: Filters) -> builtins.list[Partition]:
+    def _section_views(self, conn: sqlite3.Connection, key: tuple[str, str],
+                       version: int) -> builtins.list[tuple[Partition, frozenset[str]]]:
+        """What a read inside a write section sees of a scope the section has changed: the
+        committed partition minus the memories changed here, plus a small overlay of this
+        section's uncommitted writes. Nothing uncommitted enters the shared cache (a rollback
+        would leave it there)."""
+        before = self._local.touched[key] - 1
+        with self._cache_lock:
+            base = self._cache.get(key)
+        if base is None or base.version != before:
+            # another writer got in between (or nothing was cached): read this section's
+            # view straight from the database, for this read only
+            return [(self._load_partition(conn, key, version), frozenset())]
+        assert self._dim is not None
+        latest: dict[str, tuple[Any, ...] | None] = {}
+        for op in self._local.ops:
+            if op[0] != key:
+                continue
+            if op[1] == "remove":
+                latest[op[2]] = None
+            else:
+                latest[op[3]] = op[2:]
+        overlay = Partition(self._dim, capacity=len(latest) + 1, version=version)
+        with self._cache_lock:
+            for mid, args in latest.items():
+                if args is None:
+                    continue
+                rowid, _, vector, *rest = args
+                if vector is None:  # a row-only update: the vector is the committed one
+                    i = base.pos.get(mid)
+                    if i is None:
+                        continue
+                    vector = base.mat[i].copy()
+                overlay.upsert(rowid, mid, vector, *rest)
+        return [(base, frozenset(latest)), (overlay, frozenset())]
+
+    def _partitions(
+        self, conn: sqlite3.Connection, filters: Filters
+    ) -> builtins.list[tuple[Partition, frozenset[str]]]:
+        """The partitions a query must search, each with the ids to leave out of it."""
         if self._dim is None:
             raise StoreError("bind_embedding() must be called before searching")
         if filters.user_id is not None or filters.exact_scope:
@@ -619,7 +669,15 @@ class SQLiteStore:
                 "SELECT user_key, version FROM partitions WHERE tenant_id = ?",
                 (filters.tenant_id,),
             )]
-        return [self._partition(conn, filters.tenant_id, u, v) for u, v in versions]
+        touched = getattr(self._local, "touched", {})
+        views: builtins.list[tuple[Partition, frozenset[str]]] = []
+        for user_key, version in versions:
+            key = (filters.tenant_id, user_key)
+            if key in touched:
+                views.extend(self._section_views(conn, key, version))
+            else:
+                views.append((self._partition(conn, *key, version), frozenset()))
+        return views
 
     def nearest(self, filters: Filters, vector: Vector, k: int) -> builtins.list[tuple[str, float]]:
         conn = self._conn()
@@ -638,13 +696,14 @@ class SQLiteStore:
         now = filters.now.timestamp()
         agent = filters.agent_id if filters.exact_scope or filters.agent_id is not None else ANY
         hits: builtins.list[tuple[str, float]] = []
-        for part in parts:
+        for part, exclude in parts:
             with self._cache_lock:
                 hits.extend(part.search(
                     query, k, now, agent=agent,
                     session=ANY if filters.session_id is None else filters.session_id,
                     namespace=ANY if filters.namespace is None else filters.namespace,
                     include_inactive=filters.include_superseded, allowed=allowed,
+                    exclude=exclude,
                 ))
         if len(parts) > 1:
             hits.sort(key=lambda h: -h[1])
@@ -655,9 +714,21 @@ class SQLiteStore:
         conn = self._conn()
         query = np.ascontiguousarray(vector, dtype=np.float32)
         out: dict[str, float] = {}
-        for part in self._partitions(conn, filters):
+        parts = self._partitions(conn, filters)
+        # only the memories visible under the filters (expiry, status, scope, row filters)
+        where, params = self._where(filters)
+        wanted = builtins.list(dict.fromkeys(memory_ids))
+        visible: builtins.list[str] = []
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            marks = ",".join("?" for _ in chunk)
+            visible.extend(r[0] for r in conn.execute(
+                f"SELECT m.id FROM memories m WHERE {where} AND m.id IN ({marks})",
+                (*params, *chunk),
+            ))
+        for part, exclude in parts:
             with self._cache_lock:
-                out.update(part.similarities(query, memory_ids))
+                out.update(part.similarities(query, [m for m in visible if m not in exclude]))
         return out
 
     # -- history, export, stats --------------------------------------------------------

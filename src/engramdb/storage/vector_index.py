@@ -92,7 +92,8 @@ class Partition:
     def search(self, query: F32, k: int, now: float, *, agent: Any = ANY,
                session: Any = ANY, namespace: Any = ANY,
                include_inactive: bool = False,
-               allowed: Iterable[int] | None = None) -> list[tuple[str, float]]:
+               allowed: Iterable[int] | None = None,
+               exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
         n = self.n
         if n == 0 or k <= 0:
             return []
@@ -105,6 +106,9 @@ class Partition:
                 mask &= np.fromiter((v == value for v in column[:n]), dtype=bool, count=n)
         if allowed is not None:
             mask &= np.isin(self.rowids[:n], np.fromiter(allowed, dtype=np.int64))
+        for mid in exclude:
+            if (i := self.pos.get(mid)) is not None:
+                mask[i] = False
         idx = np.flatnonzero(mask)
         if idx.size == 0:
             return []

@@ -1,0 +1,610 @@
+"""What only the SQLite store promises: WAL mode, coherent vector caches across store instances
+and processes on one file, the swap-remove vector partition, and the migration registry.
+
+The shared behaviour of every backend is in test_store_contract.py."""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engramdb.errors import StoreError
+from engramdb.models import HistoryEvent, MemoryRecord, Status
+from engramdb.storage import sqlite as sqlite_mod
+from engramdb.storage.base import Filters
+from engramdb.storage.migrations import Migrations
+from engramdb.storage.sqlite import SQLiteStore, keyword_query
+from engramdb.storage.vector_index import ANY, Partition
+
+DIM = 8
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+NOW = T0 + timedelta(days=30)
+
+Vec = np.ndarray[Any, np.dtype[np.float32]]
+
+
+def unit(seed: int) -> Vec:
+    v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def F(**kw: Any) -> Filters:
+    kw.setdefault("tenant_id", "t1")
+    kw.setdefault("now", NOW)
+    return Filters(**kw)
+
+
+def ids(hits: list[tuple[str, float]]) -> list[str]:
+    return [h[0] for h in hits]
+
+
+_n = iter(range(1, 10**9))
+
+
+def record(**kw: Any) -> MemoryRecord:
+    n = next(_n)
+    base: dict[str, Any] = {
+        "id": f"rec-{n:06d}", "tenant_id": "t1", "user_id": "u1", "content": f"note w{n}",
+        "integrity_hash": f"hash-{n}", "created_at": T0 + timedelta(seconds=n),
+        "updated_at": T0 + timedelta(seconds=n),
+    }
+    base.update(kw)
+    return MemoryRecord(**base)
+
+
+def event(rec: MemoryRecord, kind: str = "create") -> HistoryEvent:
+    return HistoryEvent(id=f"ev-{next(_n)}", memory_id=rec.id, tenant_id=rec.tenant_id,
+                        event=kind, at=T0, actor=None, changes={})
+
+
+def open_store(path: Path) -> SQLiteStore:
+    s = SQLiteStore(path)
+    s.migrate()
+    s.bind_embedding("test-model", DIM)
+    return s
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "x.db"
+
+
+@pytest.fixture
+def two(db: Path) -> Iterator[tuple[SQLiteStore, SQLiteStore]]:
+    """Two stores on one file: what two processes would have."""
+    a, b = open_store(db), open_store(db)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def brute(model: dict[str, tuple[MemoryRecord, Vec]], f: Filters,
+          q: Vec) -> list[str]:
+    hits = [(mid, float(v @ q)) for mid, (r, v) in model.items()
+            if r.tenant_id == f.tenant_id and r.status is Status.ACTIVE
+            and (f.user_id is None or r.user_id == f.user_id)]
+    return [mid for mid, _ in sorted(hits, key=lambda h: -h[1])]
+
+
+# -- WAL ------------------------------------------------------------------------------------
+
+
+def test_wal_mode(db: Path) -> None:
+    s = open_store(db)
+    s.insert(r := record(), unit(1), event(r))
+    assert s._writer.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    raw = sqlite3.connect(db)
+    try:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # persistent
+    finally:
+        raw.close()
+    assert Path(str(db) + "-wal").exists()
+    s.close()
+
+
+# -- cache coherence across instances -------------------------------------------------------
+
+
+def test_two_instances_see_each_others_writes(two: tuple[SQLiteStore, SQLiteStore]) -> None:
+    a, b = two
+    r1 = record()
+    a.insert(r1, unit(1), event(r1))
+    assert ids(a.nearest(F(), unit(1), 5)) == [r1.id]  # a caches the partition
+    assert ids(b.nearest(F(), unit(1), 5)) == [r1.id]  # and so does b
+
+    r2 = record()
+    b.insert(r2, unit(2), event(r2))
+    assert ids(a.nearest(F(user_id="u1"), unit(2), 1)) == [r2.id]
+    assert set(ids(a.nearest(F(), unit(3), 5))) == {r1.id, r2.id}
+
+    b.update(replace(r1, content="moved"), unit(3), event(r1, "update"))
+    best = a.nearest(F(), unit(3), 1)
+    assert ids(best) == [r1.id] and best[0][1] == pytest.approx(1.0, abs=1e-5)
+
+    b.update(replace(r1, content="moved", status=Status.SUPERSEDED), None, event(r1))
+    assert ids(a.nearest(F(), unit(3), 5)) == [r2.id]
+
+    b.delete("t1", r2.id, event(r2, "delete"))
+    assert a.nearest(F(), unit(2), 5) == []
+    assert a.get("t1", r2.id) is None
+
+    # a writes after b did: a's cache must not be patched from a stale base
+    r3 = record()
+    a.insert(r3, unit(4), event(r3))
+    assert ids(a.nearest(F(), unit(4), 5)) == [r3.id]
+    assert ids(b.nearest(F(), unit(4), 5)) == [r3.id]
+
+    # a new user created by b shows up in a's tenant-wide search
+    r4 = record(user_id="u-new")
+    b.insert(r4, unit(5), event(r4))
+    assert ids(a.nearest(F(), unit(5), 1)) == [r4.id]
+    assert ids(a.nearest(F(user_id="u-new", exact_scope=True), unit(5), 1)) == [r4.id]
+
+
+def test_interleaved_writers_match_brute_force(two: tuple[SQLiteStore, SQLiteStore]) -> None:
+    """Random inserts, vector updates, status changes and deletes through either of two
+    stores; after each, both stores' nearest() equal a brute-force ranking."""
+    rng = random.Random(1234)
+    stores = two
+    model: dict[str, tuple[MemoryRecord, Vec]] = {}
+    seed = 100
+    for step in range(220):
+        s = rng.choice(stores)
+        kind = rng.random()
+        seed += 1
+        if kind < 0.55 or len(model) < 3:
+            r = record(user_id=rng.choice(["u1", "u2"]))
+            s.insert(r, unit(seed), event(r))
+            model[r.id] = (r, unit(seed))
+        elif kind < 0.7:
+            mid = rng.choice(sorted(model))
+            r, _ = model[mid]
+            s.update(r, unit(seed), event(r, "update"))
+            model[mid] = (r, unit(seed))
+        elif kind < 0.8:
+            mid = rng.choice(sorted(model))
+            r, v = model[mid]
+            r = replace(r, status=Status.SUPERSEDED if r.status is Status.ACTIVE
+                        else Status.ACTIVE)
+            s.update(r, None, event(r, "update"))
+            model[mid] = (r, v)
+        else:
+            mid = rng.choice(sorted(model))
+            assert s.delete("t1", mid, event(model[mid][0], "delete"))
+            del model[mid]
+        q = unit(rng.randrange(10**6))
+        f = F(user_id=rng.choice([None, "u1", "u2"]))
+        want = brute(model, f, q)
+        for reader in stores:
+            assert ids(reader.nearest(f, q, 7)) == want[:7], step
+    for reader in stores:
+        assert ids(reader.nearest(F(), unit(1), 1000)) == brute(model, F(), unit(1))
+
+
+def test_rolled_back_section_leaves_no_phantom(two: tuple[SQLiteStore, SQLiteStore]) -> None:
+    """A search inside a section that is rolled back must not leave its uncommitted rows in
+    the cache, where another writer's commit (with the same version number) would make them
+    look current."""
+    a, b = two
+    existing = record()
+    a.insert(existing, unit(1), event(existing))
+    a.nearest(F(user_id="u1"), unit(1), 5)
+    ghost = record()
+
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom), a.atomic("t1", "u1"):
+        a.insert(ghost, unit(2), event(ghost))
+        assert ghost.id in ids(a.nearest(F(user_id="u1"), unit(2), 5))
+        raise Boom
+    real = record()
+    b.insert(real, unit(3), event(real))
+    for s in (a, b):
+        assert set(ids(s.nearest(F(user_id="u1"), unit(2), 10))) == {existing.id, real.id}
+        assert set(ids(s.nearest(F(), unit(2), 10))) == {existing.id, real.id}
+
+
+CHILD = textwrap.dedent(
+    """
+    import json, sys
+    from datetime import datetime, timezone
+    import numpy as np
+    from engramdb.models import HistoryEvent, MemoryRecord
+    from engramdb.storage.sqlite import SQLiteStore
+
+    path, plan = sys.argv[1], json.loads(sys.argv[2])
+    s = SQLiteStore(path)
+    s.migrate()
+    s.bind_embedding("test-model", 8)
+    at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    for mid, user, vec in plan["insert"]:
+        r = MemoryRecord(id=mid, tenant_id="t1", user_id=user, content="from the child " + mid,
+                         integrity_hash="h-" + mid, created_at=at, updated_at=at)
+        e = HistoryEvent(id="e-" + mid, memory_id=mid, tenant_id="t1", event="create", at=at,
+                         actor=None, changes={})
+        s.insert(r, np.array(vec, dtype=np.float32), e)
+    for mid in plan["delete"]:
+        e = HistoryEvent(id="d-" + mid, memory_id=mid, tenant_id="t1", event="delete", at=at,
+                         actor=None, changes={})
+        assert s.delete("t1", mid, e)
+    s.close()
+    """
+)
+
+
+def run_child(db: Path, plan: dict[str, Any]) -> None:
+    subprocess.run([sys.executable, "-c", CHILD, str(db), json.dumps(plan)], check=True,
+                   timeout=120, capture_output=True)
+
+
+def test_another_process_writes_are_seen(db: Path) -> None:
+    s = open_store(db)
+    mine = [record() for _ in range(5)]
+    vecs = {r.id: unit(i) for i, r in enumerate(mine)}
+    for r in mine:
+        s.insert(r, vecs[r.id], event(r))
+    q = unit(50)
+    assert set(ids(s.nearest(F(user_id="u1"), q, 10))) == set(vecs)  # cached now
+    assert set(ids(s.nearest(F(), q, 10))) == set(vecs)
+
+    plan = {"insert": [["child-1", "u1", unit(60).tolist()], ["child-2", "u1", unit(61).tolist()],
+                       ["child-3", "u9", unit(62).tolist()]],
+            "delete": [mine[0].id]}
+    run_child(db, plan)
+    vecs.pop(mine[0].id)
+    vecs.update({"child-1": unit(60), "child-2": unit(61)})
+    want = [mid for mid, _ in sorted(vecs.items(), key=lambda kv: -float(kv[1] @ q))]
+    assert ids(s.nearest(F(user_id="u1"), q, 10)) == want
+    assert ids(s.nearest(F(user_id="u1"), unit(61), 1)) == ["child-2"]
+    assert ids(s.nearest(F(), unit(62), 1)) == ["child-3"]
+    assert "child-3" in ids(s.nearest(F(), q, 10))
+    assert s.get("t1", mine[0].id) is None
+    assert ids(s.keyword_search(F(), "child", 10)) != []
+    s.close()
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from datetime import datetime, timezone
+    import numpy as np
+    from engramdb.models import HistoryEvent, MemoryRecord
+    from engramdb.storage.sqlite import SQLiteStore
+
+    path, who, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    s = SQLiteStore(path)
+    s.migrate()
+    s.bind_embedding("test-model", 8)
+    at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    saved = 0
+    for i in range(n):
+        h = f"shared-{i}"
+        mid = f"{who}-{i}"
+        with s.atomic("t1", "u1"):
+            if s.find_by_hash("t1", "u1", None, "default", h) is not None:
+                continue
+            r = MemoryRecord(id=mid, tenant_id="t1", user_id="u1", content=f"shared {i}",
+                             integrity_hash=h, created_at=at, updated_at=at)
+            e = HistoryEvent(id="e-" + mid, memory_id=mid, tenant_id="t1", event="create",
+                             at=at, actor=None, changes={})
+            v = np.random.default_rng(i).standard_normal(8).astype(np.float32)
+            s.insert(r, v / np.linalg.norm(v), e)
+            saved += 1
+    s.close()
+    print(saved)
+    """
+)
+
+
+def test_write_sections_are_atomic_across_processes(db: Path) -> None:
+    """Two processes race to save the same 40 hashes, each checking find_by_hash inside its
+    write section: every hash is stored exactly once and no insert fails."""
+    s = open_store(db)
+    s.nearest(F(), unit(1), 1)
+    n = 40
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(db), who, str(n)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for who in ("p1", "p2")]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+    assert sum(int(out) for out, _ in outs) == n
+    items, total = s.list(F(), 100, 0)
+    assert total == n
+    assert sorted(r.integrity_hash for r in items) == sorted(f"shared-{i}" for i in range(n))
+    hits = s.nearest(F(user_id="u1"), unit(1), 100)
+    assert len(hits) == n
+    s.close()
+
+
+def test_threads_share_one_store(db: Path) -> None:
+    s = open_store(db)
+    errors: list[BaseException] = []
+
+    def work(t: int) -> None:
+        try:
+            for i in range(15):
+                r = record(user_id=f"u{i % 3}", integrity_hash=f"th-{i}")
+                with s.atomic("t1", r.user_id):
+                    if s.find_by_hash("t1", r.user_id, None, "default", r.integrity_hash):
+                        continue
+                    s.insert(r, unit(1000 * t + i), event(r))
+                s.nearest(F(user_id=r.user_id), unit(i), 3)
+                s.keyword_search(F(), "note", 3)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert s.list(F(), 100, 0)[1] == 15
+    assert len(s.nearest(F(), unit(1), 100)) == 15
+    s.close()
+
+
+# -- the vector partition -------------------------------------------------------------------
+
+
+def test_store_churn_matches_brute_force(db: Path) -> None:
+    """Many inserts and deletes in random order on a warm cache (swap-remove, growth past the
+    initial capacity); nearest stays equal to brute force."""
+    s = open_store(db)
+    rng = random.Random(7)
+    model: dict[str, tuple[MemoryRecord, Vec]] = {}
+    for step in range(300):
+        if rng.random() < 0.6 or not model:
+            r = record()
+            v = unit(5000 + step)
+            s.insert(r, v, event(r))
+            model[r.id] = (r, v)
+        else:
+            mid = rng.choice(sorted(model))
+            s.delete("t1", mid, event(model.pop(mid)[0], "delete"))
+        if step % 5 == 0:
+            q = unit(rng.randrange(10**6))
+            assert ids(s.nearest(F(user_id="u1"), q, 10)) == brute(model, F(), q)[:10]
+    q = unit(3)
+    assert ids(s.nearest(F(), q, 1000)) == brute(model, F(), q)
+    assert s.stats()["cached_vectors"] == len(model)
+    s.close()
+
+
+_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["upsert", "upsert", "update-meta", "remove"]),
+        st.integers(0, 30),                          # which memory
+        st.sampled_from([None, "a1", "a2"]),         # agent
+        st.sampled_from([None, "s1"]),               # session
+        st.sampled_from(["default", "ns"]),          # namespace
+        st.booleans(),                               # active
+        st.sampled_from([None, 10.0, 20.0]),         # expires_at
+    ),
+    max_size=80,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=_ops, qseed=st.integers(0, 10**6), k=st.integers(1, 12),
+       now=st.sampled_from([5.0, 15.0, 25.0]),
+       agent=st.sampled_from([ANY, None, "a1"]), session=st.sampled_from([ANY, None, "s1"]),
+       namespace=st.sampled_from([ANY, "default"]), inactive=st.booleans(),
+       use_allowed=st.booleans())
+def test_partition_matches_brute_force(ops: list[tuple[Any, ...]], qseed: int, k: int,
+                                       now: float, agent: Any, session: Any, namespace: Any,
+                                       inactive: bool, use_allowed: bool) -> None:
+    part = Partition(DIM, capacity=4)
+    model: dict[str, dict[str, Any]] = {}
+    for step, (op, key, ag, se, ns, active, exp) in enumerate(ops):
+        mid = f"m{key}"
+        if op == "remove":
+            part.remove(mid)
+            model.pop(mid, None)
+            continue
+        vec = unit(step * 100 + key) if op == "upsert" else None
+        part.upsert(key + 1000, mid, vec, ag, se, ns, active, exp)
+        if mid in model:
+            row = model[mid]
+            if vec is not None:
+                row["vec"] = vec
+        elif vec is None:
+            continue  # a partition never holds a memory without a vector
+        else:
+            row = model[mid] = {"vec": vec, "rowid": key + 1000}
+        row.update(agent=ag, session=se, namespace=ns, active=active,
+                   expires=np.inf if exp is None else exp)
+
+    # the bookkeeping
+    assert part.n == len(model) == len(part.pos)
+    for mid, i in part.pos.items():
+        assert 0 <= i < part.n and part.ids[i] == mid
+        row = model[mid]
+        np.testing.assert_array_equal(part.mat[i], row["vec"])
+        assert part.rowids[i] == row["rowid"]
+        assert (part.agent[i], part.session[i], part.namespace[i], bool(part.active[i]),
+                float(part.expires[i])) == (row["agent"], row["session"], row["namespace"],
+                                            row["active"], row["expires"])
+
+    # the search
+    q = unit(qseed)
+    allowed = {r["rowid"] for mid, r in model.items() if int(mid[1:]) % 2} if use_allowed \
+        else None
+    want = []
+    for mid, r in model.items():
+        if r["expires"] <= now or not (inactive or r["active"]):
+            continue
+        if any(v is not ANY and r[name] != v for name, v in
+               (("agent", agent), ("session", session), ("namespace", namespace))):
+            continue
+        if allowed is not None and r["rowid"] not in allowed:
+            continue
+        want.append((mid, float(r["vec"] @ q)))
+    want.sort(key=lambda h: -h[1])
+    got = part.search(q, k, now, agent=agent, session=session, namespace=namespace,
+                      include_inactive=inactive, allowed=allowed)
+    assert ids(got) == ids(want)[:k]
+    np.testing.assert_allclose([s for _, s in got], [s for _, s in want[:k]], atol=1e-5)
+    sims = part.similarities(q, [*model, "absent"])
+    assert set(sims) == set(model)
+
+
+def test_partition_swap_remove_keeps_positions() -> None:
+    part = Partition(DIM, capacity=1)
+    for i in range(40):  # grows past the initial capacity twice
+        part.upsert(i, f"m{i}", unit(i), None, None, "default", True, None)
+    for mid in ("m0", "m39", "m20", "m1", "missing", "m20"):
+        part.remove(mid)
+    assert part.n == 36 and len(part.pos) == 36
+    for mid, i in part.pos.items():
+        np.testing.assert_array_equal(part.mat[i], unit(int(mid[1:])))
+        assert part.rowids[i] == int(mid[1:])
+    hits = part.search(unit(5), 1, 0.0)
+    assert ids(hits) == ["m5"]
+    part.upsert(99, "m99", None, None, None, "default", True, None)  # no vector: not held
+    assert "m99" not in part.pos
+
+
+# -- migrations -----------------------------------------------------------------------------
+
+
+def test_migration_registry() -> None:
+    m = Migrations("test")
+
+    def first(conn: Any) -> None:
+        pass
+
+    assert m.step("0001_first")(first) is first
+    m.step("0003_third")(lambda conn: None)
+    m.step("0002_second")(lambda conn: None)
+    with pytest.raises(ValueError, match="0001_first"):
+        m.step("0001_first")(lambda conn: None)
+    # applied in registration order, not by name
+    assert [n for n, _ in m.pending(set())] == ["0001_first", "0003_third", "0002_second"]
+    assert [n for n, _ in m.pending({"0003_third"})] == ["0001_first", "0002_second"]
+    assert m.pending({"0001_first", "0002_second", "0003_third", "unknown"}) == []
+    assert m.pending(set())[0][1] is first
+    assert sqlite_mod.migrations.steps[0][0] == "0001_initial"
+
+
+def applied(db: Path) -> list[str]:
+    raw = sqlite3.connect(db)
+    try:
+        return [r[0] for r in raw.execute("SELECT name FROM schema_migrations ORDER BY rowid")]
+    finally:
+        raw.close()
+
+
+def test_migrate_applies_only_new_steps(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = open_store(db)
+    s.insert(r := record(), unit(1), event(r))
+    assert applied(db) == [n for n, _ in sqlite_mod.migrations.steps]
+
+    extended = Migrations("sqlite", steps=list(sqlite_mod.migrations.steps))
+    runs: list[int] = []
+
+    @extended.step("9001_test_extra")
+    def _extra(conn: Any) -> None:
+        runs.append(1)
+        conn.executescript(
+            """
+            -- a comment line
+            CREATE TABLE extra (x INTEGER);
+            INSERT INTO extra VALUES (1);
+            """
+        )
+
+    monkeypatch.setattr(sqlite_mod, "migrations", extended)
+    s.migrate()
+    s.migrate()
+    other = SQLiteStore(db)
+    other.migrate()
+    assert runs == [1]
+    assert applied(db)[-1] == "9001_test_extra"
+    assert s._writer.execute("SELECT x FROM extra").fetchall() == [(1,)]
+    assert s.get("t1", r.id) == r
+    other.close()
+    s.close()
+
+
+def test_failed_migration_rolls_back(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = open_store(db)
+    extended = Migrations("sqlite", steps=list(sqlite_mod.migrations.steps))
+
+    @extended.step("9002_broken")
+    def _broken(conn: Any) -> None:
+        conn.execute("CREATE TABLE half_done (x INTEGER)")
+        conn.execute("CREATE TABLE memories (x INTEGER)")  # exists: fails
+
+    monkeypatch.setattr(sqlite_mod, "migrations", extended)
+    with pytest.raises(sqlite3.OperationalError):
+        s.migrate()
+    assert "9002_broken" not in applied(db)
+    raw = sqlite3.connect(db)
+    try:
+        assert raw.execute(
+            "SELECT name FROM sqlite_master WHERE name = 'half_done'").fetchall() == []
+    finally:
+        raw.close()
+    s.insert(r := record(), unit(1), event(r))  # still usable
+    assert s.get("t1", r.id) == r
+    s.close()
+
+
+def test_second_store_on_a_migrated_file(db: Path) -> None:
+    a = open_store(db)
+    a.insert(r := record(), unit(1), event(r))
+    b = open_store(db)
+    assert b.get("t1", r.id) == r
+    assert ids(b.nearest(F(), unit(1), 1)) == [r.id]
+    a.close()
+    b.close()
+
+
+def test_unbound_store_refuses_vectors(db: Path) -> None:
+    s = SQLiteStore(db)
+    s.migrate()
+    with pytest.raises(StoreError):
+        s.insert(r := record(), unit(1), event(r))
+    with pytest.raises(StoreError):
+        s.nearest(F(), unit(1), 1)
+    s.close()
+
+
+# -- full-text details ----------------------------------------------------------------------
+
+
+def test_keyword_search_folds_case_and_diacritics(db: Path) -> None:
+    s = open_store(db)
+    r = record(content="Le café de Zürich est CRÈME")
+    s.insert(r, unit(1), event(r))
+    for q in ("cafe", "CAFÉ", "zurich", "crème", "creme"):
+        assert ids(s.keyword_search(F(), q, 5)) == [r.id], q
+    s.close()
+
+
+def test_keyword_query_quotes_every_word() -> None:
+    assert keyword_query('NEAR(a b) OR "x* -y') == '"near" OR "b" OR "x" OR "y"'
+    assert keyword_query("the cat and the hat") == '"cat" OR "hat"'
+    assert keyword_query("what is it") == '"what" OR "is" OR "it"'  # only stopwords: kept
+    assert keyword_query("Apple apple APPLE") == '"apple"'
+    assert keyword_query("🍎 !!! ") is None
+    assert keyword_query("") is None
+    assert keyword_query(" ".join(f"w{i}" for i in range(100))).count(" OR ") == 31
