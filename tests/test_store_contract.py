@@ -1004,3 +1004,63 @@ def test_unique_index_inside_a_section(store: Store, mk: Maker) -> None:
     assert store.get("t1", other.id) == other
     assert store.history("t1", dup.id) == []
     assert set(ids(store.nearest(F(), unit(5), 5))) == {first.id, other.id}
+
+
+# -- tenants, API keys, idempotency, counts ---------------------------------------------
+
+
+def test_tenants_round_trip(store: Store) -> None:
+    from engramdb.models import Tenant, TenantStatus
+
+    t = Tenant(id="acme", name="Acme", created_at=datetime(2026, 1, 2, tzinfo=UTC),
+               memory_limit=10)
+    store.put_tenant(t)
+    assert store.get_tenant("acme") == t
+    t.status = TenantStatus.SUSPENDED
+    t.memory_limit = None
+    store.put_tenant(t)
+    assert store.get_tenant("acme") == t
+    assert [x.id for x in store.list_tenants()] == ["acme"]
+    assert store.get_tenant("nobody") is None
+
+
+def test_api_keys_round_trip(store: Store) -> None:
+    from engramdb.models import ApiKey
+
+    k = ApiKey(id="k1", tenant_id="acme", name="ci", prefix="eng_live_ab", key_hash="h" * 64,
+               scopes=["memories:read"], created_at=datetime(2026, 1, 2, tzinfo=UTC))
+    store.put_key(k)
+    assert store.get_key_by_hash("h" * 64) == k
+    k.revoked_at = datetime(2026, 1, 3, tzinfo=UTC)
+    store.put_key(k)
+    got = store.get_key_by_hash("h" * 64)
+    assert got is not None and got.revoked_at == k.revoked_at
+    other = ApiKey(id="k2", tenant_id="beta", name="x", prefix="eng_live_cd",
+                   key_hash="g" * 64, scopes=["admin"], created_at=k.created_at)
+    store.put_key(other)
+    assert [x.id for x in store.list_keys("acme")] == ["k1"]
+    assert {x.id for x in store.list_keys()} == {"k1", "k2"}
+    assert store.get_key_by_hash("nope") is None
+
+
+def test_idempotency_keeps_the_first_response(store: Store) -> None:
+    from engramdb.models import IdempotentResponse
+
+    at = datetime(2026, 1, 2, tzinfo=UTC)
+    first = IdempotentResponse("acme", "req-1", "hash-a", 201, b'{"id": 1}', at)
+    assert store.put_idempotent(first)
+    assert not store.put_idempotent(IdempotentResponse("acme", "req-1", "hash-b", 500, b"x", at))
+    assert store.get_idempotent("acme", "req-1") == first
+    assert store.get_idempotent("beta", "req-1") is None
+    assert store.purge_idempotent(at + timedelta(seconds=1)) == 1
+    assert store.get_idempotent("acme", "req-1") is None
+
+
+def test_count_active_skips_expired_and_superseded(store: Store) -> None:
+    maker = Maker(store)
+    maker.add(tenant_id="acme")
+    maker.add(tenant_id="acme", expires_at=NOW + timedelta(hours=1))
+    maker.add(tenant_id="acme", status=Status.SUPERSEDED)
+    maker.add(tenant_id="other")
+    assert store.count_active("acme", NOW) == 2
+    assert store.count_active("acme", NOW + timedelta(hours=2)) == 1

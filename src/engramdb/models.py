@@ -186,3 +186,51 @@ class HistoryEvent:
     at: datetime
     actor: str | None
     changes: dict[str, Any]
+
+
+class TenantStatus(StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+
+
+class KeyScope(StrEnum):
+    READ = "memories:read"
+    WRITE = "memories:write"
+    ADMIN = "admin"
+
+
+@dataclass(slots=True)
+class Tenant:
+    id: str
+    name: str
+    created_at: datetime
+    status: TenantStatus = TenantStatus.ACTIVE
+    #: most active memories this tenant may hold; None = unlimited
+    memory_limit: int | None = None
+
+
+@dataclass(slots=True)
+class ApiKey:
+    """A stored key: never the key itself, only its sha256 and a short prefix to recognise it."""
+
+    id: str
+    tenant_id: str
+    name: str
+    prefix: str
+    key_hash: str
+    scopes: list[str]
+    created_at: datetime
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+    #: requests per minute; None = the server default
+    rate_limit: int | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class IdempotentResponse:
+    tenant_id: str
+    key: str
+    request_hash: str
+    status_code: int
+    body: bytes
+    created_at: datetime

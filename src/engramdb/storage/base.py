@@ -17,7 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from ..models import HistoryEvent, MemoryRecord
+from ..models import ApiKey, HistoryEvent, IdempotentResponse, MemoryRecord, Tenant
 
 Vector = npt.NDArray[np.float32]
 
@@ -141,5 +141,35 @@ class Store(Protocol):
     def iter_all(self, tenant_id: str | None = None) -> Iterator[StoredMemory]: ...
 
     def stats(self) -> dict[str, Any]: ...
+
+    def count_active(self, tenant_id: str, now: datetime) -> int:
+        """Active, unexpired memories of a tenant (for plan limits)."""
+        ...
+
+    # -- tenants, API keys, idempotency (the server's; no rules here either) ---------
+
+    def put_tenant(self, tenant: Tenant) -> None:
+        """Create or replace a tenant."""
+        ...
+
+    def get_tenant(self, tenant_id: str) -> Tenant | None: ...
+
+    def list_tenants(self) -> builtins.list[Tenant]: ...
+
+    def put_key(self, key: ApiKey) -> None:
+        """Create or replace an API key record."""
+        ...
+
+    def get_key_by_hash(self, key_hash: str) -> ApiKey | None: ...
+
+    def list_keys(self, tenant_id: str | None = None) -> builtins.list[ApiKey]: ...
+
+    def get_idempotent(self, tenant_id: str, key: str) -> IdempotentResponse | None: ...
+
+    def put_idempotent(self, response: IdempotentResponse) -> bool:
+        """Store the first response for an idempotency key; False if one is already there."""
+        ...
+
+    def purge_idempotent(self, before: datetime) -> int: ...
 
     def close(self) -> None: ...

@@ -27,13 +27,17 @@ import numpy as np
 
 from ..errors import EmbeddingMismatch, StoreError
 from ..models import (
+    ApiKey,
     ContentType,
     HistoryEvent,
+    IdempotentResponse,
     MemoryNature,
     MemoryRecord,
     MemoryType,
     Scope,
     Status,
+    Tenant,
+    TenantStatus,
     Tier,
 )
 from .base import Filters, StoredMemory, Vector
@@ -131,6 +135,45 @@ def _initial(conn: sqlite3.Connection) -> None:
             changes TEXT NOT NULL
         );
         CREATE INDEX ix_history_memory ON history(tenant_id, memory_id, seq);
+        """
+    )
+
+
+@migrations.step("0002_tenants_keys_idempotency")
+def _tenants_keys(conn: sqlite3.Connection) -> None:
+    conn.executescript(
+        """
+        CREATE TABLE tenants (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            status TEXT NOT NULL,
+            memory_limit INTEGER,
+            created_at REAL NOT NULL
+        );
+        CREATE TABLE api_keys (
+            tenant_id TEXT NOT NULL,
+            id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            prefix TEXT NOT NULL,
+            key_hash TEXT NOT NULL,
+            scopes TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            revoked_at REAL,
+            last_used_at REAL,
+            rate_limit INTEGER,
+            PRIMARY KEY (tenant_id, id)
+        );
+        CREATE UNIQUE INDEX ux_api_keys_hash ON api_keys(key_hash);
+        CREATE TABLE idempotency (
+            tenant_id TEXT NOT NULL,
+            key TEXT NOT NULL,
+            request_hash TEXT NOT NULL,
+            status_code INTEGER NOT NULL,
+            body BLOB NOT NULL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (tenant_id, key)
+        );
+        CREATE INDEX ix_idempotency_created ON idempotency(created_at);
         """
     )
 
@@ -783,6 +826,112 @@ class SQLiteStore:
             "embedding_model": self._model,
             "embedding_dim": self._dim,
         }
+
+    def count_active(self, tenant_id: str, now: datetime) -> int:
+        row = self._conn().execute(
+            "SELECT COUNT(*) FROM memories WHERE tenant_id = ? AND status = 'active' "
+            "AND (expires_at IS NULL OR expires_at > ?)",
+            (tenant_id, now.timestamp()),
+        ).fetchone()
+        return int(row[0])
+
+    # -- tenants, keys, idempotency ----------------------------------------------------
+
+    def put_tenant(self, tenant: Tenant) -> None:
+        with self.atomic(tenant.id, None):
+            self._writer.execute(
+                "INSERT INTO tenants VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                "name = excluded.name, status = excluded.status, "
+                "memory_limit = excluded.memory_limit",
+                (tenant.id, tenant.name, tenant.status.value, tenant.memory_limit,
+                 tenant.created_at.timestamp()),
+            )
+
+    def get_tenant(self, tenant_id: str) -> Tenant | None:
+        row = self._conn().execute(
+            "SELECT id, name, status, memory_limit, created_at FROM tenants WHERE id = ?",
+            (tenant_id,),
+        ).fetchone()
+        return None if row is None else _tenant(row)
+
+    def list_tenants(self) -> builtins.list[Tenant]:
+        rows = self._conn().execute(
+            "SELECT id, name, status, memory_limit, created_at FROM tenants ORDER BY created_at"
+        ).fetchall()
+        return [_tenant(r) for r in rows]
+
+    def put_key(self, key: ApiKey) -> None:
+        with self.atomic(key.tenant_id, None):
+            self._writer.execute(
+                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (tenant_id, id) DO UPDATE SET name = excluded.name, "
+                "scopes = excluded.scopes, revoked_at = excluded.revoked_at, "
+                "last_used_at = excluded.last_used_at, rate_limit = excluded.rate_limit",
+                (key.tenant_id, key.id, key.name, key.prefix, key.key_hash,
+                 json.dumps(key.scopes), key.created_at.timestamp(), _ts(key.revoked_at),
+                 _ts(key.last_used_at), key.rate_limit),
+            )
+
+    def get_key_by_hash(self, key_hash: str) -> ApiKey | None:
+        row = self._conn().execute(
+            f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_hash = ?", (key_hash,)
+        ).fetchone()
+        return None if row is None else _api_key(row)
+
+    def list_keys(self, tenant_id: str | None = None) -> builtins.list[ApiKey]:
+        sql = f"SELECT {_KEY_COLUMNS} FROM api_keys"
+        params: tuple[Any, ...] = ()
+        if tenant_id is not None:
+            sql += " WHERE tenant_id = ?"
+            params = (tenant_id,)
+        return [_api_key(r) for r in self._conn().execute(sql + " ORDER BY created_at", params)]
+
+    def get_idempotent(self, tenant_id: str, key: str) -> IdempotentResponse | None:
+        row = self._conn().execute(
+            "SELECT tenant_id, key, request_hash, status_code, body, created_at "
+            "FROM idempotency WHERE tenant_id = ? AND key = ?",
+            (tenant_id, key),
+        ).fetchone()
+        if row is None:
+            return None
+        return IdempotentResponse(row[0], row[1], row[2], int(row[3]), bytes(row[4]),
+                                  datetime.fromtimestamp(row[5], tz=UTC))
+
+    def put_idempotent(self, response: IdempotentResponse) -> bool:
+        with self.atomic(response.tenant_id, None):
+            cur = self._writer.execute(
+                "INSERT INTO idempotency VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (tenant_id, key) DO NOTHING",
+                (response.tenant_id, response.key, response.request_hash,
+                 response.status_code, response.body, response.created_at.timestamp()),
+            )
+            return cur.rowcount == 1
+
+    def purge_idempotent(self, before: datetime) -> int:
+        with self.atomic("", None):
+            cur = self._writer.execute(
+                "DELETE FROM idempotency WHERE created_at < ?", (before.timestamp(),)
+            )
+            return cur.rowcount
+
+
+_KEY_COLUMNS = (
+    "tenant_id, id, name, prefix, key_hash, scopes, created_at, revoked_at, last_used_at, "
+    "rate_limit"
+)
+
+
+def _tenant(row: Sequence[Any]) -> Tenant:
+    return Tenant(id=row[0], name=row[1], status=TenantStatus(row[2]), memory_limit=row[3],
+                  created_at=datetime.fromtimestamp(row[4], tz=UTC))
+
+
+def _api_key(row: Sequence[Any]) -> ApiKey:
+    created = _dt(row[6])
+    assert created is not None
+    return ApiKey(tenant_id=row[0], id=row[1], name=row[2], prefix=row[3], key_hash=row[4],
+                  scopes=json.loads(row[5]), created_at=created, revoked_at=_dt(row[7]),
+                  last_used_at=_dt(row[8]), rate_limit=row[9])
 
 
 def _split_script(step: Any) -> builtins.list[str]:
