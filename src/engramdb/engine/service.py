@@ -14,7 +14,7 @@ import numpy as np
 
 from ..clock import Clock, SystemClock
 from ..embeddings.base import Embedder
-from ..errors import Conflict, Duplicate, NotFound, ValidationError
+from ..errors import Conflict, Duplicate, NotFound, QuotaExceeded, ValidationError
 from ..ids import new_id
 from ..models import (
     ContentType,
@@ -35,6 +35,7 @@ from ..storage.base import Filters, Store, Vector
 from . import validation as v
 from .normalize import integrity_hash
 from .scoring import Weights, combine, keyword_scores
+from .transfer import ImportedRow
 from .validation import Draft, NewMemory, validate_new
 
 MAX_QUERY_CHARS = 10_000
@@ -49,6 +50,22 @@ class DuplicateCheck:
     existing_id: str | None
     existing_content: str | None
     exact: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Memories assembled into a prompt-ready block within a token budget."""
+
+    text: str
+    memories: list[SearchHit]
+    tokens: int
+    budget: int
+
+
+def estimate_tokens(text: str) -> int:
+    """About four characters a token, as LLM tokenizers average on English text; the model
+    that reads the block is not known here, so this is an estimate on purpose."""
+    return max(1, -(-len(text) // 4))
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +159,19 @@ class MemoryService:
                 field="parent_memory_id",
             )
 
+    def _check_quota(self, tenant_id: str, adding: int) -> None:
+        """A tenant's plan limit on active memories. Concurrent writers may overshoot it by
+        the writes in flight; the limit is a plan, not a safety bound."""
+        tenant = self.store.get_tenant(tenant_id)
+        if tenant is None or tenant.memory_limit is None:
+            return
+        used = self.store.count_active(tenant_id, self.clock.now())
+        if used + adding > tenant.memory_limit:
+            raise QuotaExceeded(
+                f"plan limit reached: tenant {tenant_id} may store {tenant.memory_limit} "
+                f"memories and has {used}; delete memories or raise the limit"
+            )
+
     def _exact_duplicate(self, tenant_id: str, d: Draft, h: str,
                          now: datetime) -> MemoryRecord | None:
         """The visible memory with the same hash in the same scope. An expired one is retired
@@ -186,6 +216,7 @@ class MemoryService:
         if found is not None and self._visible(found, now):
             return SaveResult(SaveStatus.DUPLICATE, found.id, found, existing_id=found.id,
                               similarity=1.0)
+        self._check_quota(tenant_id, 1)
         vec, tokens = self._embed_one(d.content)
         with self._scope_lock(tenant_id, d.user_id), self.store.atomic(tenant_id, d.user_id):
             return self._save(tenant_id, d, h, vec, tokens, actor)
@@ -225,6 +256,8 @@ class MemoryService:
                 first_of[key] = i
                 todo.append(i)
 
+        if todo:
+            self._check_quota(tenant_id, len(todo))
         emb = self.embedder.embed([drafts[i].content for i in todo])
         vectors = {i: emb.vectors[j] for j, i in enumerate(todo)}
         tokens = {i: emb.tokens[j] for j, i in enumerate(todo)}
@@ -434,6 +467,67 @@ class MemoryService:
         scored.sort(key=lambda t: (-t[0], t[1]))
         return [SearchHit(records[mid], score, explain)
                 for score, mid, explain in scored[: q.limit]]
+
+
+    def context(self, tenant_id: str, q: SearchQuery, budget_tokens: int = 1000) -> Context:
+        """The best memories for a query as a bulleted block that fits `budget_tokens`
+        (estimated): best first; a memory that does not fit is skipped for a shorter one."""
+        _check_int(budget_tokens, "budget_tokens", 16, 100_000)
+        hits = self.search(tenant_id, replace(q, limit=self.settings.search_max_limit))
+        header = "Relevant memories:"
+        used = estimate_tokens(header)
+        lines: list[str] = []
+        chosen: list[SearchHit] = []
+        for hit in hits[: max(q.limit, 1) * 5]:
+            line = f"- {hit.memory.content}"
+            cost = estimate_tokens(line) + 1
+            if used + cost > budget_tokens:
+                continue
+            used += cost
+            lines.append(line)
+            chosen.append(hit)
+            if len(chosen) >= q.limit:
+                break
+        text = "\n".join([header, *lines]) if lines else ""
+        return Context(text=text, memories=chosen, tokens=used if lines else 0,
+                       budget=budget_tokens)
+
+
+    def import_rows(self, tenant_id: str, rows: Sequence[ImportedRow],
+                    actor: str | None = None) -> dict[str, int]:
+        """Store exported memories as they were (ids, times, statuses, vectors). A memory
+        whose id exists is skipped; one whose content an active memory in its scope already
+        has is a duplicate; missing vectors are embedded."""
+        counts = {"imported": 0, "existing": 0, "duplicates": 0}
+        fresh = [r for r in rows if self.store.get(tenant_id, r.record.id) is None]
+        counts["existing"] = len(rows) - len(fresh)
+        need = [r for r in fresh if r.vector is None]
+        vectors: dict[str, tuple[Vector, int]] = {}
+        if need:
+            emb = self.embedder.embed([r.record.content for r in need])
+            vectors = {r.record.id: (emb.vectors[i], emb.tokens[i]) for i, r in enumerate(need)}
+        self._check_quota(tenant_id, sum(r.record.status is Status.ACTIVE for r in fresh))
+        now = self.clock.now()
+        by_user: dict[str | None, list[ImportedRow]] = {}
+        for r in fresh:
+            by_user.setdefault(r.record.user_id, []).append(r)
+        for user_id, group in by_user.items():
+            with self._scope_lock(tenant_id, user_id), self.store.atomic(tenant_id, user_id):
+                for r in group:
+                    rec = replace(r.record, embedding_model=self.embedder.model_name)
+                    if rec.status is Status.ACTIVE and self.store.find_by_hash(
+                            tenant_id, rec.user_id, rec.agent_id, rec.namespace,
+                            rec.integrity_hash) is not None:
+                        counts["duplicates"] += 1
+                        continue
+                    if r.vector is not None:
+                        vec = r.vector
+                    else:
+                        vec, rec.tokens_used = vectors[rec.id]
+                    self.store.insert(rec, vec, self._event(
+                        rec, "import", now, actor, _snapshot(rec)))
+                    counts["imported"] += 1
+        return counts
 
 
 _UPDATABLE = frozenset({
