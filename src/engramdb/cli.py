@@ -45,10 +45,31 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _engram(db: Path | None) -> Any:
+TenantOption = Annotated[str, typer.Option("--tenant", "-t", help="Tenant id")]
+
+
+def _engram(db: Path | None, tenant: str = "default") -> Any:
     from .api import Engram
 
-    return Engram(path=db)
+    return Engram(path=db, tenant_id=tenant)
+
+
+def _settings(db: Path | None) -> Any:
+    from .settings import Settings
+
+    settings = Settings()
+    if db is not None:
+        settings.database_url = f"sqlite:///{db.expanduser().resolve()}"
+    return settings
+
+
+def _admin(db: Path | None) -> Any:
+    from .api import open_store
+    from .engine.admin import AdminService
+
+    store = open_store(_settings(db).resolved_database_url())
+    store.migrate()
+    return AdminService(store)
 
 
 def _fail(exc: EngramError) -> None:
@@ -169,6 +190,161 @@ def stats(db: DbOption = None) -> None:
     """Counts, database size and embedding model."""
     with _engram(db) as mem:
         typer.echo(json.dumps(mem.stats(), indent=2))
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8420)")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default 1)")] = None,
+    db: DbOption = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+) -> None:
+    """Run the HTTP server (native API under /v1, docs at /docs)."""
+    import os
+
+    import uvicorn
+
+    settings = _settings(db)
+    # Worker processes read their settings from the environment.
+    os.environ["ENGRAM_DATABASE_URL"] = settings.resolved_database_url()
+    host = host or settings.host
+    port = port or settings.port
+    workers = workers or settings.workers
+    typer.echo(f"Engram serving {settings.resolved_database_url()} on http://{host}:{port} "
+               f"(docs: http://{host}:{port}/docs)", err=True)
+    uvicorn.run("engramdb.server.app:create_app", factory=True, host=host, port=port,
+                workers=workers, log_level=log_level, access_log=False)
+
+
+keys_app = typer.Typer(help="Manage API keys (on the local database).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: TenantOption = "default",
+    name: Annotated[str, typer.Option(help="A label for the key")] = "default",
+    scope: Annotated[list[str] | None, typer.Option(
+        "--scope", help="memories:read, memories:write, admin (repeatable)")] = None,
+    rate_limit: Annotated[int | None, typer.Option(help="Requests per minute")] = None,
+    create_tenant: Annotated[bool, typer.Option(help="Create the tenant if missing")] = True,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a key; it is printed once and stored only as a hash."""
+    admin = _admin(db)
+    try:
+        if create_tenant and admin.store.get_tenant(tenant) is None:
+            admin.create_tenant(tenant)
+        created = admin.create_key(tenant, name, scope or None, rate_limit)
+    except EngramError as exc:
+        _fail(exc)
+    finally:
+        admin.store.close()
+    if as_json:
+        typer.echo(json.dumps({"key": created.key, "id": created.record.id,
+                               "tenant_id": tenant, "scopes": created.record.scopes}))
+    else:
+        typer.echo(created.key)
+        typer.echo(f"(id {created.record.id}, tenant {tenant}, scopes "
+                   f"{' '.join(created.record.scopes)}; shown only once)", err=True)
+
+
+@keys_app.command("list")
+def keys_list(tenant: Annotated[str | None, typer.Option("--tenant", "-t")] = None,
+              db: DbOption = None, as_json: JsonOption = False) -> None:
+    """List keys (prefix, scopes, state): never the keys themselves."""
+    from .serialize import key_dict
+
+    admin = _admin(db)
+    try:
+        keys = [key_dict(k) for k in admin.list_keys(tenant)]
+    finally:
+        admin.store.close()
+    if as_json:
+        typer.echo(json.dumps(keys))
+        return
+    for k in keys:
+        state = "revoked" if k["revoked_at"] else "active"
+        typer.echo(f"{k['id']}  {k['prefix']}…  {k['tenant_id']}  {','.join(k['scopes'])}  "
+                   f"{state}  {k['name']}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="Key id or prefix")],
+                db: DbOption = None) -> None:
+    """Revoke a key at once."""
+    admin = _admin(db)
+    try:
+        key = admin.revoke_key(key_id)
+    except EngramError as exc:
+        _fail(exc)
+    finally:
+        admin.store.close()
+    typer.echo(f"revoked {key.id} ({key.prefix}…)")
+
+
+@app.command("export")
+def export_(
+    file: Annotated[Path | None, typer.Argument(help="Output file (default: stdout)")] = None,
+    tenant: TenantOption = "default",
+    db: DbOption = None,
+) -> None:
+    """Write a tenant's memories with their vectors as JSON lines."""
+    from .engine.transfer import export_line
+
+    with _engram(db, tenant) as mem:
+        total = mem.service.store.count_active(tenant, mem.service.clock.now())
+        out = sys.stdout if file is None else file.open("w", encoding="utf-8")
+        n = 0
+        try:
+            with typer.progressbar(length=total, label="exporting", file=sys.stderr) as bar:
+                for item in mem.service.store.iter_all(tenant):
+                    out.write(json.dumps(export_line(item), ensure_ascii=False) + "\n")
+                    n += 1
+                    bar.update(1)
+        finally:
+            if file is not None:
+                out.close()
+        typer.echo(f"exported {n} memories", err=True)
+
+
+@app.command("import")
+def import_(
+    file: Annotated[Path, typer.Argument(help="JSON lines from `engram export`")],
+    tenant: TenantOption = "default",
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Import memories (ids, times and vectors kept; existing ids skipped)."""
+    from .engine.transfer import parse_line
+
+    with _engram(db, tenant) as mem:
+        svc = mem.service
+        lines = file.read_text(encoding="utf-8").splitlines()
+        counts = {"imported": 0, "existing": 0, "duplicates": 0}
+        chunk: list[Any] = []
+        try:
+            with typer.progressbar(length=len(lines), label="importing", file=sys.stderr) as bar:
+                for n, line in enumerate(lines, start=1):
+                    if line.strip():
+                        try:
+                            chunk.append(parse_line(json.loads(line), tenant,
+                                                    svc.embedder.dimension,
+                                                    svc.embedder.model_name))
+                        except ValueError as exc:
+                            raise EngramError(f"line {n}: {exc}") from None
+                    if len(chunk) >= 500 or (n == len(lines) and chunk):
+                        for k, v in svc.import_rows(tenant, chunk).items():
+                            counts[k] += v
+                        chunk = []
+                    bar.update(1)
+        except EngramError as exc:
+            _fail(exc)
+        typer.echo(json.dumps(counts) if as_json else
+                   f"imported {counts['imported']}, already there {counts['existing']}, "
+                   f"duplicates {counts['duplicates']}")
 
 
 def main() -> None:
