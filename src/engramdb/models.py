@@ -234,3 +234,26 @@ class IdempotentResponse:
     status_code: int
     body: bytes
     created_at: datetime
+
+
+@dataclass(slots=True, frozen=True)
+class Relation:
+    """`from_id` supersedes or extends `to_id`."""
+
+    tenant_id: str
+    from_id: str
+    to_id: str
+    kind: str  # supersedes | extends
+    created_at: datetime
+
+
+@dataclass(slots=True, frozen=True)
+class AccessUpdate:
+    """Reads of one memory since the last flush, and the lifecycle values they led to."""
+
+    id: str
+    count: int
+    last_accessed_at: datetime
+    relevance: float
+    decay_rate: float
+    tier: Tier

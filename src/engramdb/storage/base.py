@@ -17,7 +17,15 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from ..models import ApiKey, HistoryEvent, IdempotentResponse, MemoryRecord, Tenant
+from ..models import (
+    AccessUpdate,
+    ApiKey,
+    HistoryEvent,
+    IdempotentResponse,
+    MemoryRecord,
+    Relation,
+    Tenant,
+)
 
 Vector = npt.NDArray[np.float32]
 
@@ -46,6 +54,11 @@ class Filters:
     created_after: datetime | None = None
     created_before: datetime | None = None
     include_superseded: bool = False
+    #: maintenance only: also rows past their expiry
+    include_expired: bool = False
+    #: relevance at `now` ≥ this: relevance × e^(−decay_rate × days since the last access, or
+    #: since creation), not decayed while pinned. The core chose each memory's decay_rate.
+    min_relevance: float | None = None
     #: user/agent/namespace as an exact scope: None then means "not set" rather than "any"
     #: (used by duplicate checks: a memory without agent is another scope than one with).
     exact_scope: bool = False
@@ -55,7 +68,7 @@ class Filters:
         return bool(
             self.memory_types or self.content_types or self.tiers or self.memory_nature
             or self.scope or self.domain or self.tags or self.metadata
-            or self.created_after or self.created_before
+            or self.created_after or self.created_before or self.min_relevance is not None
         )
 
 
@@ -141,6 +154,22 @@ class Store(Protocol):
     def iter_all(self, tenant_id: str | None = None) -> Iterator[StoredMemory]: ...
 
     def stats(self) -> dict[str, Any]: ...
+
+    def apply_access(self, tenant_id: str, updates: Sequence[AccessUpdate],
+                     events: Sequence[HistoryEvent] = ()) -> None:
+        """Add read counts and set the lifecycle values the core computed, in one
+        transaction, touching no other column (a concurrent update keeps its changes)."""
+        ...
+
+    def expired_ids(self, now: datetime, limit: int) -> builtins.list[tuple[str, str]]:
+        """(tenant_id, id) of rows whose expires_at <= now, oldest expiry first."""
+        ...
+
+    def add_relation(self, relation: Relation) -> None: ...
+
+    def relations(self, tenant_id: str, memory_id: str) -> builtins.list[Relation]:
+        """Relations from or to a memory, oldest first."""
+        ...
 
     def count_active(self, tenant_id: str, now: datetime) -> int:
         """Active, unexpired memories of a tenant (for plan limits)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import json
+import math
 import re
 import sqlite3
 import threading
@@ -27,6 +28,7 @@ import numpy as np
 
 from ..errors import EmbeddingMismatch, StoreError
 from ..models import (
+    AccessUpdate,
     ApiKey,
     ContentType,
     HistoryEvent,
@@ -34,6 +36,7 @@ from ..models import (
     MemoryNature,
     MemoryRecord,
     MemoryType,
+    Relation,
     Scope,
     Status,
     Tenant,
@@ -174,6 +177,23 @@ def _tenants_keys(conn: sqlite3.Connection) -> None:
             PRIMARY KEY (tenant_id, key)
         );
         CREATE INDEX ix_idempotency_created ON idempotency(created_at);
+        """
+    )
+
+
+@migrations.step("0003_relations")
+def _relations(conn: sqlite3.Connection) -> None:
+    conn.executescript(
+        """
+        CREATE TABLE relations (
+            tenant_id TEXT NOT NULL,
+            from_id TEXT NOT NULL,
+            to_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (tenant_id, from_id, to_id, kind)
+        );
+        CREATE INDEX ix_relations_to ON relations(tenant_id, to_id);
         """
     )
 
@@ -491,6 +511,10 @@ class SQLiteStore:
             conn.execute("DELETE FROM memories_fts WHERE rowid = ?", (rowid,))
             conn.execute("DELETE FROM memory_vectors WHERE memory_rowid = ?", (rowid,))
             conn.execute("DELETE FROM memories WHERE rowid = ?", (rowid,))
+            conn.execute(
+                "DELETE FROM relations WHERE tenant_id = ? AND (from_id = ? OR to_id = ?)",
+                (tenant_id, memory_id, memory_id),
+            )
             # earlier events may quote the content; a deleted memory leaves none behind
             conn.execute(
                 "UPDATE history SET changes = '{\"redacted\": true}' "
@@ -553,8 +577,17 @@ class SQLiteStore:
         return None if row is None else _record(row)
 
     def _where(self, f: Filters) -> tuple[str, builtins.list[Any]]:
-        sql = ["m.tenant_id = ?", "(m.expires_at IS NULL OR m.expires_at > ?)"]
-        params: builtins.list[Any] = [f.tenant_id, f.now.timestamp()]
+        sql = ["m.tenant_id = ?"]
+        params: builtins.list[Any] = [f.tenant_id]
+        if not f.include_expired:
+            sql.append("(m.expires_at IS NULL OR m.expires_at > ?)")
+            params.append(f.now.timestamp())
+        if f.min_relevance is not None:
+            sql.append(
+                "(CASE WHEN m.pinned THEN m.relevance ELSE m.relevance * exp(-m.decay_rate * "
+                "(? - coalesce(m.last_accessed_at, m.created_at)) / 86400.0) END) >= ?"
+            )
+            params.extend([f.now.timestamp(), f.min_relevance])
         if not f.include_superseded:
             sql.append("m.status = 'active'")
         if f.exact_scope:
@@ -736,7 +769,7 @@ class SQLiteStore:
             if not allowed:
                 return []
         query = np.ascontiguousarray(vector, dtype=np.float32)
-        now = filters.now.timestamp()
+        now = -math.inf if filters.include_expired else filters.now.timestamp()
         agent = filters.agent_id if filters.exact_scope or filters.agent_id is not None else ANY
         hits: builtins.list[tuple[str, float]] = []
         for part, exclude in parts:
@@ -834,6 +867,48 @@ class SQLiteStore:
             (tenant_id, now.timestamp()),
         ).fetchone()
         return int(row[0])
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def apply_access(self, tenant_id: str, updates: Sequence[AccessUpdate],
+                     events: Sequence[HistoryEvent] = ()) -> None:
+        if not updates and not events:
+            return
+        with self.atomic(tenant_id, None):
+            self._writer.executemany(
+                "UPDATE memories SET access_count = access_count + ?, "
+                "last_accessed_at = max(coalesce(last_accessed_at, 0), ?), relevance = ?, "
+                "decay_rate = ?, tier = ? WHERE tenant_id = ? AND id = ?",
+                [(u.count, u.last_accessed_at.timestamp(), u.relevance, u.decay_rate,
+                  u.tier.value, tenant_id, u.id) for u in updates],
+            )
+            for event in events:
+                self._insert_event(self._writer, event)
+
+    def expired_ids(self, now: datetime, limit: int) -> builtins.list[tuple[str, str]]:
+        rows = self._conn().execute(
+            "SELECT tenant_id, id FROM memories WHERE expires_at IS NOT NULL "
+            "AND expires_at <= ? ORDER BY expires_at LIMIT ?",
+            (now.timestamp(), limit),
+        ).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    def add_relation(self, relation: Relation) -> None:
+        with self.atomic(relation.tenant_id, None):
+            self._writer.execute(
+                "INSERT INTO relations VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (relation.tenant_id, relation.from_id, relation.to_id, relation.kind,
+                 relation.created_at.timestamp()),
+            )
+
+    def relations(self, tenant_id: str, memory_id: str) -> builtins.list[Relation]:
+        rows = self._conn().execute(
+            "SELECT tenant_id, from_id, to_id, kind, created_at FROM relations "
+            "WHERE tenant_id = ? AND (from_id = ? OR to_id = ?) ORDER BY created_at, rowid",
+            (tenant_id, memory_id, memory_id),
+        ).fetchall()
+        return [Relation(r[0], r[1], r[2], r[3], datetime.fromtimestamp(r[4], tz=UTC))
+                for r in rows]
 
     # -- tenants, keys, idempotency ----------------------------------------------------
 
