@@ -16,10 +16,10 @@ from typing import Any
 
 from .clock import Clock
 from .embeddings.base import Embedder
-from .engine.service import DuplicateCheck, MemoryService, SearchQuery
+from .engine.service import Context, DuplicateCheck, MemoryService, SearchQuery
 from .engine.validation import NewMemory
 from .errors import ValidationError
-from .models import HistoryEvent, MemoryRecord, Page, SaveResult, SearchHit
+from .models import HistoryEvent, MemoryRecord, Page, Relation, SaveResult, SearchHit
 from .settings import Settings
 from .storage.base import Store
 
@@ -75,6 +75,7 @@ class Engram:
     # -- lifecycle ---------------------------------------------------------------------
 
     def close(self) -> None:
+        self.service.close()
         self.service.store.close()
         self.service.embedder.close()
 
@@ -94,8 +95,9 @@ class Engram:
         batch = [new_memory(item, f"items[{i}].") for i, item in enumerate(items)]
         return self.service.add_many(self.tenant_id, batch)
 
-    def get(self, memory_id: str) -> MemoryRecord:
-        return self.service.get(self.tenant_id, memory_id)
+    def get(self, memory_id: str, *, track: bool = True) -> MemoryRecord:
+        """A memory by id; counts as an access unless `track=False`."""
+        return self.service.get(self.tenant_id, memory_id, track=track)
 
     def update(self, memory_id: str, **changes: Any) -> MemoryRecord:
         return self.service.update(self.tenant_id, memory_id, changes)
@@ -121,6 +123,31 @@ class Engram:
 
     def history(self, memory_id: str) -> builtins.list[HistoryEvent]:
         return self.service.history(self.tenant_id, memory_id)
+
+    def context(self, query: str, *, budget_tokens: int = 1000, limit: int = 10,
+                **filters: Any) -> Context:
+        """The best memories for `query` as a prompt-ready block within the token budget."""
+        unknown = set(filters) - _QUERY_FIELDS
+        if unknown:
+            name = sorted(unknown)[0]
+            raise ValidationError(f"{name}: unknown filter", field=name)
+        return self.service.context(
+            self.tenant_id, SearchQuery(query=query, limit=limit, **filters), budget_tokens)
+
+    def forget_user(self, user_id: str) -> int:
+        """Delete every memory of a user; returns how many."""
+        return self.service.forget_user(self.tenant_id, user_id)
+
+    def purge_expired(self) -> int:
+        """Physically delete expired memories (they are already invisible)."""
+        return self.service.purge_expired()
+
+    def relations(self, memory_id: str) -> builtins.list[Relation]:
+        return self.service.relations(self.tenant_id, memory_id)
+
+    def flush(self) -> None:
+        """Write pending access counts now (they are otherwise batched)."""
+        self.service.access.flush()
 
     def stats(self) -> dict[str, Any]:
         return self.service.store.stats()

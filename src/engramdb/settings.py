@@ -47,6 +47,13 @@ class Settings(BaseSettings):
     search_candidates: int = Field(default=50, ge=1, le=1000)
     search_max_limit: int = Field(default=100, ge=1, le=1000)
 
+    # lifecycle
+    access_flush_seconds: float = Field(
+        default=1.0, ge=0.0, le=3600.0,
+        description="How often read counts are written (0: only on flush/close)")
+    purge_interval_minutes: float = Field(
+        default=10.0, ge=0.0, description="Server sweep of expired memories (0: off)")
+
     # server
     host: str = Field(default="127.0.0.1", description="Address `engram serve` binds to")
     port: int = Field(default=8420, ge=1, le=65535)

@@ -23,6 +23,7 @@ from ..models import (
     MemoryRecord,
     MemoryType,
     Page,
+    Relation,
     SaveResult,
     SaveStatus,
     Scope,
@@ -32,7 +33,9 @@ from ..models import (
 )
 from ..settings import Settings
 from ..storage.base import Filters, Store, Vector
+from . import lifecycle
 from . import validation as v
+from .access import AccessTracker
 from .normalize import integrity_hash
 from .scoring import Weights, combine, keyword_scores
 from .transfer import ImportedRow
@@ -88,6 +91,9 @@ class SearchQuery:
     created_after: Any = None
     created_before: Any = None
     include_superseded: bool = False
+    min_relevance: float | None = None
+    #: count the returned memories as accessed (refreshes their relevance)
+    track_access: bool = True
 
 
 class MemoryService:
@@ -107,6 +113,12 @@ class MemoryService:
         self._scope_locks_guard = threading.Lock()
         store.migrate()
         store.bind_embedding(embedder.model_name, embedder.dimension)
+        self.access = AccessTracker(store, interval=self.settings.access_flush_seconds)
+        self.access.start()
+
+    def close(self) -> None:
+        """Flush pending access counts and stop the background flusher."""
+        self.access.close()
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -141,11 +153,14 @@ class MemoryService:
             created_at=now, updated_at=now, user_id=d.user_id, agent_id=d.agent_id,
             session_id=d.session_id, namespace=d.namespace, scope=d.scope, domain=d.domain,
             value_json=d.value_json, content_type=d.content_type, memory_type=d.memory_type,
-            memory_nature=d.memory_nature, tier=d.tier, source=d.source,
+            memory_nature=d.memory_nature, source=d.source,
             source_id=d.source_id, external_id=d.external_id,
             parent_memory_id=d.parent_memory_id, metadata=d.metadata, tags=d.tags,
             importance=d.importance, confidence=d.confidence, pinned=d.pinned,
             immutable=d.immutable, expires_at=d.expires_at,
+            relevance=lifecycle.INITIAL_RELEVANCE,
+            tier=(tier := lifecycle.promoted_tier(d.tier, 0, d.importance)),
+            decay_rate=lifecycle.decay_rate(d.memory_type, tier),
             embedding_model=self.embedder.model_name, tokens_used=tokens,
         )
 
@@ -323,13 +338,26 @@ class MemoryService:
         return DuplicateCheck(sim >= self.settings.near_duplicate_threshold, sim, mid,
                               rec.content if rec else None)
 
-    def get(self, tenant_id: str, memory_id: str) -> MemoryRecord:
+    def _fetch(self, tenant_id: str, memory_id: str) -> MemoryRecord:
         mid = v.uuid_string(memory_id, "id")
         assert mid is not None
         rec = self.store.get(tenant_id, mid)
         if rec is None or not self._visible(rec, self.clock.now()):
             raise NotFound(f"memory {memory_id} not found", field="id")
         return rec
+
+    def get(self, tenant_id: str, memory_id: str, *, track: bool = True) -> MemoryRecord:
+        """A visible memory. A get is an access: the returned record shows the access (count,
+        time, current relevance) that is written in the next batch."""
+        rec = self._fetch(tenant_id, memory_id)
+        now = self.clock.now()
+        if not track:
+            return replace(rec, relevance=lifecycle.current_relevance(rec, now))
+        self.access.touch(tenant_id, [rec.id], now)
+        count = self.access.pending(tenant_id, rec.id)
+        return replace(rec, access_count=rec.access_count + count, last_accessed_at=now,
+                       relevance=lifecycle.refreshed(lifecycle.current_relevance(rec, now),
+                                                     count))
 
     def update(self, tenant_id: str, memory_id: str, changes: dict[str, Any],
                actor: str | None = None) -> MemoryRecord:
@@ -339,7 +367,7 @@ class MemoryService:
             name = sorted(unknown)[0]
             raise ValidationError(f"{name}: cannot be changed (updatable: "
                                   f"{', '.join(sorted(_UPDATABLE))})", field=name)
-        current = self.get(tenant_id, memory_id)
+        current = self._fetch(tenant_id, memory_id)
         if current.immutable:
             raise Conflict(f"memory {current.id} is immutable", field="immutable")
         now = self.clock.now()
@@ -347,10 +375,14 @@ class MemoryService:
         vec: Vector | None = None
         with self._scope_lock(tenant_id, current.user_id), \
                 self.store.atomic(tenant_id, current.user_id):
-            current = self.get(tenant_id, memory_id)  # fresh, inside the section
+            current = self._fetch(tenant_id, memory_id)  # fresh, inside the section
             if current.immutable:
                 raise Conflict(f"memory {current.id} is immutable", field="immutable")
             updated = replace(current, updated_at=now, **fields)
+            if "tier" not in fields:  # an explicit tier stands; otherwise promote as due
+                updated.tier = lifecycle.promoted_tier(updated.tier, updated.access_count,
+                                                       updated.importance)
+            updated.decay_rate = lifecycle.decay_rate(updated.memory_type, updated.tier)
             if "content" in fields and fields["content"] != current.content:
                 updated.integrity_hash = integrity_hash(updated.content, updated.value_json)
                 other = self.store.find_by_hash(tenant_id, updated.user_id, updated.agent_id,
@@ -361,7 +393,8 @@ class MemoryService:
                 vec, updated.tokens_used = self._embed_one(updated.content)
             diff = {k: {"before": _jsonable(getattr(current, k)),
                         "after": _jsonable(getattr(updated, k))}
-                    for k in fields if getattr(current, k) != getattr(updated, k)}
+                    for k in (*fields, "tier", "decay_rate")
+                    if getattr(current, k) != getattr(updated, k)}
             if not diff:
                 return current
             self.store.update(updated, vec, self._event(updated, "update", now, actor, diff))
@@ -379,6 +412,49 @@ class MemoryService:
         now = self.clock.now()
         with self._scope_lock(tenant_id, rec.user_id), self.store.atomic(tenant_id, rec.user_id):
             self.store.delete(tenant_id, mid, self._event(rec, "delete", now, actor, {}))
+
+    def purge_expired(self, limit: int = 10_000) -> int:
+        """Physically delete memories past their expiry (rows, vectors, full-text), leaving a
+        content-free `expire` tombstone each. They were invisible already; this frees space."""
+        now = self.clock.now()
+        done = 0
+        while done < limit:
+            batch = self.store.expired_ids(now, min(500, limit - done))
+            if not batch:
+                break
+            for tenant_id, mid in batch:
+                rec = self.store.get(tenant_id, mid)
+                if rec is None:
+                    continue
+                with self._scope_lock(tenant_id, rec.user_id), \
+                        self.store.atomic(tenant_id, rec.user_id):
+                    if self.store.delete(tenant_id, mid, self._event(
+                            rec, "expire", now, "system", {"reason": "expired"})):
+                        done += 1
+        return done
+
+    def forget_user(self, tenant_id: str, user_id: str, actor: str | None = None) -> int:
+        """Remove every memory of a user (any status, expired or not, immutable too: this is
+        the right to be forgotten), with their vectors; tombstones keep no content."""
+        uid = v.identifier(user_id, "user_id")
+        now = self.clock.now()
+        f = Filters(tenant_id=tenant_id, now=now, user_id=uid, include_superseded=True,
+                    include_expired=True)
+        removed = 0
+        while True:
+            items, _ = self.store.list(f, 500, 0)
+            if not items:
+                return removed
+            with self._scope_lock(tenant_id, uid), self.store.atomic(tenant_id, uid):
+                for rec in items:
+                    if self.store.delete(tenant_id, rec.id, self._event(
+                            rec, "delete", now, actor, {"reason": "forget_user"})):
+                        removed += 1
+
+    def relations(self, tenant_id: str, memory_id: str) -> builtins.list[Relation]:
+        mid = v.uuid_string(memory_id, "id")
+        assert mid is not None
+        return self.store.relations(tenant_id, mid)
 
     def history(self, tenant_id: str, memory_id: str) -> builtins.list[HistoryEvent]:
         mid = v.uuid_string(memory_id, "id")
@@ -427,6 +503,8 @@ class MemoryService:
             created_before=None if created_before is None
             else v.timestamp(created_before, "created_before"),
             include_superseded=bool(get("include_superseded", False)),
+            min_relevance=None if get("min_relevance") is None
+            else v.unit_float(get("min_relevance"), "min_relevance", 0.0),
         )
 
     def list(self, tenant_id: str, filters: dict[str, Any] | None = None, limit: int = 50,
@@ -455,18 +533,23 @@ class MemoryService:
             dense.update(self.store.similarities(f, vec, missing))
         candidates = list(dense.keys() | sparse.keys())
         records = self.store.get_many(tenant_id, candidates)
+        now = f.now
         scored: builtins.list[tuple[float, str, dict[str, float]]] = []
         for mid in candidates:
             rec = records.get(mid)
             if rec is None:
                 continue  # deleted between the index and the row read
+            relevance = lifecycle.current_relevance(rec, now)
+            records[mid] = replace(rec, relevance=relevance)
             score, explain = combine(self.weights, dense.get(mid, 0.0), sparse.get(mid, 0.0),
-                                     rec.importance, rec.relevance)
+                                     rec.importance, relevance)
             if score >= q.min_score:
                 scored.append((score, mid, explain))
         scored.sort(key=lambda t: (-t[0], t[1]))
-        return [SearchHit(records[mid], score, explain)
-                for score, mid, explain in scored[: q.limit]]
+        top = scored[: q.limit]
+        if q.track_access and top:
+            self.access.touch(tenant_id, [mid for _, mid, _ in top], now)
+        return [SearchHit(records[mid], score, explain) for score, mid, explain in top]
 
 
     def context(self, tenant_id: str, q: SearchQuery, budget_tokens: int = 1000) -> Context:

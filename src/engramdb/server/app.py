@@ -88,6 +88,37 @@ def build_engine(settings: Settings, *, store: Store | None = None,
     return Engine(settings, service, admin)
 
 
+class ExpirySweeper:
+    """Deletes expired memories physically every `interval` seconds. Correctness does not
+    depend on it (expired memories are invisible at once); it reclaims space."""
+
+    def __init__(self, service: MemoryService, interval: float) -> None:
+        import threading
+
+        self.service = service
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="engram-expiry", daemon=True)
+
+    def start(self) -> None:
+        if self.interval > 0:
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                n = self.service.purge_expired()
+                if n:
+                    log.info("purged %d expired memories", n)
+            except Exception:
+                log.exception("expiry sweep failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+
 def new_request_id() -> str:
     return "req_" + secrets.token_hex(12)
 
@@ -136,23 +167,45 @@ class RequestContext:
             return
 
         seen = 0
+        exceeded = False  # a body without Content-Length grew past the limit
+        started = False
+        answered = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_body:
+                    exceeded = True
                     raise _BodyTooLarge()
             return message
 
-        try:
-            await self.app(scope, limited_receive, send_wrapper)
-        except _BodyTooLarge:
+        async def too_large() -> None:
+            nonlocal answered
+            if answered or started:
+                return
+            answered = True
             await _send_json(send_wrapper, 413, _error_body(
                 "PAYLOAD_TOO_LARGE",
                 f"request body exceeds the limit of {self.max_body} bytes", None, rid))
-            status_holder[0] = 413
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            # FastAPI turns any error while reading a JSON body into its own 400 ("error
+            # parsing the body"): once the limit was hit, answer 413 instead of whatever
+            # the app makes of the interrupted body.
+            if exceeded:
+                await too_large()
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send_wrapper(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except _BodyTooLarge:
+            await too_large()
         finally:
             metrics.observe(scope, status_holder[0], time.perf_counter() - start)
 
@@ -230,15 +283,23 @@ def install_error_handlers(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         errors = exc.errors()
         first = errors[0] if errors else {}
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
-        field = ".".join(loc) or None
+        loc = list(first.get("loc", ()))
+        if loc and loc[0] in ("body", "query", "path", "header", "cookie"):
+            loc = loc[1:]  # where it was, not a field (a body field may be named "query")
+        # items[1].content, as the core names fields of batch items
+        joined = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+        field = joined.lstrip(".") or None
         kind = str(first.get("type", ""))
         msg = str(first.get("msg", "invalid request"))
-        if kind == "json_invalid" or (kind == "model_attributes_type" and not loc):
+        if kind == "json_invalid":
             return render_error(request, 400, "BAD_REQUEST",
                                 f"request body is not valid JSON: {msg}", None)
+        if kind == "model_attributes_type" and not loc:
+            return render_error(request, 400, "BAD_REQUEST",
+                                "request body must be a JSON object "
+                                "(Content-Type: application/json)", None)
         if kind == "missing":
-            msg = "is required"
+            msg = "is required" if field else "request body is required"
         elif kind == "extra_forbidden":
             msg = "unknown field"
         return render_error(request, 422, "VALIDATION_ERROR",
@@ -287,10 +348,16 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                 f"this once; store it now:\n\n    {created.key}\n", flush=True,
             )
         metrics.bind(eng)
+        sweeper = ExpirySweeper(eng.service, settings.purge_interval_minutes * 60)
+        sweeper.start()
         yield
+        sweeper.stop()
         if engine is None:  # built here, closed here
+            eng.service.close()
             eng.store.close()
             eng.embedder.close()
+        else:
+            eng.service.access.flush()
 
     app = FastAPI(title="Engram", version="0.1.0", description=DESCRIPTION,
                   lifespan=lifespan)

@@ -1,0 +1,111 @@
+"""How memories age: relevance that decays, access that refreshes it, tiers that promote.
+
+Relevance is computed at read time from stored parameters, so no background job is needed
+for correctness:
+
+    relevance(now) = base × e^(−decay_rate × days since the last access, or since creation)
+
+with `decay_rate = ln 2 / half_life_days`, and no decay at all while the memory is pinned.
+
+Half-life = the tier's base half-life × the memory type's factor:
+
+| tier   | base half-life | meaning                        |
+|--------|----------------|--------------------------------|
+| short  | 2 days         | hours to days                  |
+| medium | 14 days        | days to weeks                  |
+| long   | 69.3 days      | weeks to months (decay_rate 0.01 per day); pinned = permanent |
+
+| memory_type                         | factor | why |
+|-------------------------------------|--------|-----|
+| correction                          | 4      | a correction must outlive what it corrects |
+| preference                          | 3      | tastes change slowly |
+| decision                            | 2.5    | decisions stay binding until revisited |
+| semantic, fact                      | 2      | stable facts |
+| project, general, summary           | 1      | |
+| context                             | 0.75   | background that goes stale |
+| observation, episodic               | 0.5    | events fade fastest |
+
+So an `observation` in the short tier halves in a day, a `correction` in the long tier in
+277 days.
+
+Access (a get, or being returned by search/context) refreshes a memory: its base moves a fifth
+of the way to 1 (`base + 0.2 × (1 − base)`, from the relevance it had decayed to) and the decay
+clock restarts. A new memory starts at base 0.5.
+
+Promotion (never demotion): short → medium after 3 accesses or with importance ≥ 0.8;
+medium → long after 10 accesses or with importance ≥ 0.9. A promotion recomputes the decay rate
+and is a history event (`access_tier`).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+from ..models import MemoryRecord, MemoryType, Tier
+
+INITIAL_RELEVANCE = 0.5
+ACCESS_BOOST = 0.2
+LN2 = math.log(2.0)
+
+TIER_HALF_LIFE_DAYS: dict[Tier, float] = {
+    Tier.SHORT: 2.0,
+    Tier.MEDIUM: 14.0,
+    Tier.LONG: LN2 / 0.01,  # 69.3 days: decay_rate 0.01 per day, as Memory OS reports
+}
+
+TYPE_FACTOR: dict[MemoryType, float] = {
+    MemoryType.CORRECTION: 4.0,
+    MemoryType.PREFERENCE: 3.0,
+    MemoryType.DECISION: 2.5,
+    MemoryType.SEMANTIC: 2.0,
+    MemoryType.FACT: 2.0,
+    MemoryType.PROJECT: 1.0,
+    MemoryType.GENERAL: 1.0,
+    MemoryType.SUMMARY: 1.0,
+    MemoryType.CONTEXT: 0.75,
+    MemoryType.OBSERVATION: 0.5,
+    MemoryType.EPISODIC: 0.5,
+}
+
+#: (accesses, importance) that promote out of a tier
+PROMOTE: dict[Tier, tuple[Tier, int, float]] = {
+    Tier.SHORT: (Tier.MEDIUM, 3, 0.8),
+    Tier.MEDIUM: (Tier.LONG, 10, 0.9),
+}
+
+
+def half_life_days(memory_type: MemoryType, tier: Tier) -> float:
+    return TIER_HALF_LIFE_DAYS[tier] * TYPE_FACTOR.get(memory_type, 1.0)
+
+
+def decay_rate(memory_type: MemoryType, tier: Tier) -> float:
+    """Per day."""
+    return LN2 / half_life_days(memory_type, tier)
+
+
+def current_relevance(rec: MemoryRecord, now: datetime) -> float:
+    if rec.pinned:
+        return rec.relevance
+    since = rec.last_accessed_at or rec.created_at
+    days = max(0.0, (now - since).total_seconds() / 86400.0)
+    return rec.relevance * math.exp(-rec.decay_rate * days)
+
+
+def promoted_tier(tier: Tier, access_count: int, importance: float) -> Tier:
+    """The tier a memory belongs in, given its accesses and importance (never lower)."""
+    while tier in PROMOTE:
+        nxt, accesses, importance_floor = PROMOTE[tier]
+        if access_count >= accesses or importance >= importance_floor:
+            tier = nxt
+        else:
+            break
+    return tier
+
+
+def refreshed(relevance_now: float, accesses: int) -> float:
+    """The base after `accesses` reads, starting from the relevance decayed to now."""
+    base = relevance_now
+    for _ in range(accesses):
+        base += ACCESS_BOOST * (1.0 - base)
+    return min(1.0, base)
