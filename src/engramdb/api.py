@@ -16,7 +16,13 @@ from typing import Any
 
 from .clock import Clock
 from .embeddings.base import Embedder
-from .engine.service import Context, DuplicateCheck, MemoryService, SearchQuery
+from .engine.service import (
+    Context,
+    DuplicateCheck,
+    MemoryService,
+    SearchQuery,
+    SessionHit,
+)
 from .engine.validation import NewMemory
 from .errors import ValidationError
 from .models import HistoryEvent, MemoryRecord, Page, Relation, SaveResult, SearchHit
@@ -115,6 +121,21 @@ class Engram:
             raise ValidationError(f"{name}: unknown search filter", field=name)
         return self.service.search(self.tenant_id,
                                    SearchQuery(query=query, limit=limit, **filters))
+
+    def add_conversation(self, session_id: str, messages: builtins.list[dict[str, Any]],
+                         **fields: Any) -> builtins.list[SaveResult]:
+        """Store a transcript ({role, content, created_at?} messages) as turn memories."""
+        return self.service.add_conversation(self.tenant_id, session_id, messages, **fields)
+
+    def search_sessions(self, query: str, *, limit: int = 10, hits_per_session: int = 3,
+                        **filters: Any) -> builtins.list[SessionHit]:
+        """Search grouped by conversation session, best session first."""
+        unknown = set(filters) - _QUERY_FIELDS
+        if unknown:
+            name = sorted(unknown)[0]
+            raise ValidationError(f"{name}: unknown search filter", field=name)
+        return self.service.search_sessions(
+            self.tenant_id, SearchQuery(query=query, limit=limit, **filters), hits_per_session)
 
     def duplicate_check(self, content: str, **fields: Any) -> DuplicateCheck:
         return self.service.duplicate_check(

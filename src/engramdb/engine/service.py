@@ -56,6 +56,13 @@ class DuplicateCheck:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionHit:
+    session_id: str
+    score: float
+    hits: list[SearchHit]
+
+
+@dataclass(frozen=True, slots=True)
 class Context:
     """Memories assembled into a prompt-ready block within a token budget."""
 
@@ -150,7 +157,7 @@ class MemoryService:
                 tokens: int) -> MemoryRecord:
         return MemoryRecord(
             id=new_id(), tenant_id=tenant_id, content=d.content, integrity_hash=h,
-            created_at=now, updated_at=now, user_id=d.user_id, agent_id=d.agent_id,
+            created_at=d.created_at or now, updated_at=now, user_id=d.user_id, agent_id=d.agent_id,
             session_id=d.session_id, namespace=d.namespace, scope=d.scope, domain=d.domain,
             value_json=d.value_json, content_type=d.content_type, memory_type=d.memory_type,
             memory_nature=d.memory_nature, source=d.source,
@@ -209,7 +216,8 @@ class MemoryService:
         if existing is not None:
             return SaveResult(SaveStatus.DUPLICATE, existing.id, existing,
                               existing_id=existing.id, similarity=1.0, tokens_used=tokens)
-        near = self.store.nearest(self._dedup_filters(tenant_id, d, now), vec, 1)
+        near = (self.store.nearest(self._dedup_filters(tenant_id, d, now), vec, 1)
+                if d.near_dedup else [])
         if near and near[0][1] >= self.settings.near_duplicate_threshold:
             match = self.store.get(tenant_id, near[0][0])
             if match is not None:
@@ -251,6 +259,11 @@ class MemoryService:
             except ValidationError as exc:
                 name = f"items[{i}].{exc.field}" if exc.field else f"items[{i}]"
                 raise ValidationError(f"items[{i}].{exc.message}", field=name) from None
+        return self._add_drafts(tenant_id, drafts, actor)
+
+    def _add_drafts(self, tenant_id: str, drafts: builtins.list[Draft],
+                    actor: str | None) -> builtins.list[SaveResult]:
+        now = self.clock.now()
         for d in drafts:
             self._check_parent(tenant_id, d, now)
         hashes = [integrity_hash(d.content, d.value_json) for d in drafts]
@@ -309,8 +322,65 @@ class MemoryService:
                                         existing_id=first.id, similarity=1.0)
         return [r for r in results if r is not None]
 
+    def add_conversation(self, tenant_id: str, session_id: str, messages: Sequence[Any], *,
+                         user_id: str | None = None, agent_id: str | None = None,
+                         namespace: str | None = None, importance: float | None = None,
+                         metadata: dict[str, Any] | None = None,
+                         actor: str | None = None) -> builtins.list[SaveResult]:
+        """A transcript as turn memories (content_type conversation, episodic), one per
+        message, keeping session, role, position and time. Sending the same transcript again
+        stores nothing new: a turn's identity is its content, role and position in the
+        session. Messages over 10,000 characters are split into parts."""
+        sid = v.identifier(session_id, "session_id")
+        if sid is None:
+            raise ValidationError("session_id: is required", field="session_id")
+        if not isinstance(messages, list | tuple) or not messages:
+            raise ValidationError("messages: must be a non-empty list", field="messages")
+        if len(messages) > MAX_BATCH:
+            raise ValidationError(f"messages: at most {MAX_BATCH} per call "
+                                  f"(got {len(messages)})", field="messages")
+        base_meta = v.metadata_object(metadata)
+        now = self.clock.now()
+        drafts: builtins.list[Draft] = []
+        for i, msg in enumerate(messages):
+            where = f"messages[{i}]"
+            if not isinstance(msg, dict):
+                raise ValidationError(f"{where}: must be an object with role and content",
+                                      field=where)
+            unknown = set(msg) - {"role", "content", "created_at"}
+            if unknown:
+                name = sorted(unknown)[0]
+                raise ValidationError(f"{where}.{name}: unknown field", field=f"{where}.{name}")
+            role = msg.get("role")
+            if role not in _ROLES:
+                raise ValidationError(f"{where}.role: must be one of {', '.join(_ROLES)}",
+                                      field=f"{where}.role")
+            text = msg.get("content")
+            if not isinstance(text, str) or not text.strip():
+                raise ValidationError(f"{where}.content: must be a non-empty string",
+                                      field=f"{where}.content")
+            at = (v.timestamp(msg["created_at"], f"{where}.created_at")
+                  if msg.get("created_at") is not None else None)
+            parts = _split(v.normalize_content(text), v.MAX_CONTENT_CHARS)
+            for j, part in enumerate(parts):
+                ident: dict[str, Any] = {"role": role, "position": i}
+                if len(parts) > 1:
+                    ident["part"] = j
+                d = validate_new(NewMemory(
+                    content=part, user_id=user_id, agent_id=agent_id, session_id=sid,
+                    namespace=namespace, content_type="conversation", memory_type="episodic",
+                    memory_nature="episodic", source="conversation", importance=importance,
+                    metadata={**base_meta, **ident}, value_json=ident,
+                ), now)
+                d.created_at = at
+                d.near_dedup = False
+                drafts.append(d)
+        return self._add_drafts(tenant_id, drafts, actor)
+
     def _batch_twin(self, d: Draft, vec: Vector, saved: builtins.list[tuple[int, Vector]],
                     drafts: builtins.list[Draft]) -> tuple[int, float] | None:
+        if not d.near_dedup:
+            return None
         best: tuple[int, float] | None = None
         for j, other in saved:
             o = drafts[j]
@@ -515,17 +585,23 @@ class MemoryService:
         items, total = self.store.list(f, limit, offset)
         return Page(items, total, limit, offset)
 
-    def search(self, tenant_id: str, q: SearchQuery) -> builtins.list[SearchHit]:
+    def _validated_query(self, q: SearchQuery) -> str:
         if not isinstance(q.query, str):
             raise ValidationError("query: must be a string", field="query")
         text = v.content_text(q.query, "query", max_chars=MAX_QUERY_CHARS)
         _check_int(q.limit, "limit", 1, self.settings.search_max_limit)
-        if not 0.0 <= q.min_score <= 1.0:
+        if isinstance(q.min_score, bool) or not isinstance(q.min_score, int | float) \
+                or not 0.0 <= q.min_score <= 1.0:
             raise ValidationError(f"min_score: must be between 0 and 1 (got {q.min_score})",
                                   field="min_score")
+        return text
+
+    def _rank(self, tenant_id: str, q: SearchQuery, text: str, k: int
+              ) -> tuple[Filters, dict[str, MemoryRecord],
+                         builtins.list[tuple[float, str, dict[str, float]]]]:
+        """Every candidate of the query (top k of each retriever), scored, best first."""
         f = self._filters(tenant_id, q)
         vec, _ = self._embed_one(text)
-        k = max(self.settings.search_candidates, q.limit)
         dense = dict(self.store.nearest(f, vec, k))
         sparse = keyword_scores(dict(self.store.keyword_search(f, text, k)))
         missing = [mid for mid in sparse if mid not in dense]
@@ -533,24 +609,49 @@ class MemoryService:
             dense.update(self.store.similarities(f, vec, missing))
         candidates = list(dense.keys() | sparse.keys())
         records = self.store.get_many(tenant_id, candidates)
-        now = f.now
         scored: builtins.list[tuple[float, str, dict[str, float]]] = []
         for mid in candidates:
             rec = records.get(mid)
             if rec is None:
                 continue  # deleted between the index and the row read
-            relevance = lifecycle.current_relevance(rec, now)
+            relevance = lifecycle.current_relevance(rec, f.now)
             records[mid] = replace(rec, relevance=relevance)
             score, explain = combine(self.weights, dense.get(mid, 0.0), sparse.get(mid, 0.0),
                                      rec.importance, relevance)
             if score >= q.min_score:
                 scored.append((score, mid, explain))
         scored.sort(key=lambda t: (-t[0], t[1]))
+        return f, records, scored
+
+    def search(self, tenant_id: str, q: SearchQuery) -> builtins.list[SearchHit]:
+        text = self._validated_query(q)
+        k = max(self.settings.search_candidates, q.limit)
+        f, records, scored = self._rank(tenant_id, q, text, k)
         top = scored[: q.limit]
         if q.track_access and top:
-            self.access.touch(tenant_id, [mid for _, mid, _ in top], now)
+            self.access.touch(tenant_id, [mid for _, mid, _ in top], f.now)
         return [SearchHit(records[mid], score, explain) for score, mid, explain in top]
 
+    def search_sessions(self, tenant_id: str, q: SearchQuery,
+                        hits_per_session: int = 3) -> builtins.list[SessionHit]:
+        """Search grouped by session: `q.limit` sessions, each scored by its best memory,
+        with up to `hits_per_session` of its memories, best first. Memories without a session
+        are left out."""
+        text = self._validated_query(q)
+        k = max(self.settings.search_candidates, q.limit * 10)
+        f, records, scored = self._rank(tenant_id, q, text, k)
+        groups: dict[str, builtins.list[SearchHit]] = {}
+        for score, mid, explain in scored:
+            sid = records[mid].session_id
+            if sid is None:
+                continue
+            hits = groups.setdefault(sid, [])
+            if len(hits) < hits_per_session:
+                hits.append(SearchHit(records[mid], score, explain))
+        ranked = sorted(groups.items(), key=lambda g: (-g[1][0].score, g[0]))[: q.limit]
+        if q.track_access and ranked:
+            self.access.touch(tenant_id, [h.memory.id for _, hs in ranked for h in hs], f.now)
+        return [SessionHit(sid, hs[0].score, hs) for sid, hs in ranked]
 
     def context(self, tenant_id: str, q: SearchQuery, budget_tokens: int = 1000) -> Context:
         """The best memories for a query as a bulleted block that fits `budget_tokens`
@@ -611,6 +712,25 @@ class MemoryService:
                         rec, "import", now, actor, _snapshot(rec)))
                     counts["imported"] += 1
         return counts
+
+
+_ROLES = ("user", "assistant", "system", "tool")
+
+
+def _split(text: str, size: int) -> builtins.list[str]:
+    """Cut text into pieces of at most `size` characters, at a paragraph, line or word
+    boundary where one is near."""
+    parts: builtins.list[str] = []
+    while len(text) > size:
+        cut = max(text.rfind("\n\n", 0, size), text.rfind("\n", 0, size),
+                  text.rfind(" ", 0, size))
+        if cut < size // 2:
+            cut = size
+        parts.append(text[:cut].strip())
+        text = text[cut:].strip()
+    if text:
+        parts.append(text)
+    return [p for p in parts if p]
 
 
 _UPDATABLE = frozenset({

@@ -87,6 +87,11 @@ class Draft:
     pinned: bool
     immutable: bool
     expires_at: datetime | None
+    #: set by the core only: a historical time (conversation turns) instead of now
+    created_at: datetime | None = None
+    #: set by the core only: False for conversation turns, where a repeated "thanks!" in
+    #: another session is another event, not a duplicate
+    near_dedup: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
 

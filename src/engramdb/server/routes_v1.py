@@ -139,6 +139,36 @@ class ContextRequest(SearchRequest):
         return SearchQuery(**data)
 
 
+class Message(Strict):
+    role: str = Field(..., description="user, assistant, system or tool")
+    content: str
+    created_at: str | None = Field(None, description="ISO 8601; default: now")
+
+
+class ConversationCreate(Strict):
+    session_id: str
+    messages: list[Message] = Field(..., description="1..1,000 messages, in order")
+    user_id: str | None = None
+    agent_id: str | None = None
+    namespace: str | None = None
+    importance: float | None = None
+    metadata: dict[str, Any] | None = None
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "session_id": "chat-2026-03-01", "user_id": "user_123",
+        "messages": [{"role": "user", "content": "I'm vegetarian, by the way."},
+                     {"role": "assistant", "content": "Noted!"}],
+    }]})
+
+
+class SessionSearchRequest(SearchRequest):
+    hits_per_session: int = Field(3, description="1..20 memories shown per session")
+
+    def to_query(self) -> SearchQuery:
+        data = self.model_dump(exclude={"explain", "hits_per_session"}, exclude_none=True)
+        return SearchQuery(**data)
+
+
 class DuplicateCheckRequest(Strict):
     content: str
     user_id: str | None = None
@@ -306,6 +336,35 @@ def duplicate_check(body: DuplicateCheckRequest, request: Request, p: Reader) ->
 def search(body: SearchRequest, request: Request, p: Reader) -> Response:
     hits = engine_of(request).service.search(p.tenant.id, body.to_query())
     return envelope([hit_dict(h, body.explain) for h in hits], meta(request, count=len(hits)))
+
+
+@router.post("/conversations", status_code=201, tags=["memories"],
+             summary="Store a transcript as turn memories (session, role, position, time)")
+def create_conversation(body: ConversationCreate, request: Request, p: Writer) -> Response:
+    payload = body.model_dump(exclude_none=True)
+
+    def run() -> Response:
+        fields = {k: v for k, v in payload.items() if k not in ("session_id", "messages")}
+        results = engine_of(request).service.add_conversation(
+            p.tenant.id, body.session_id, payload["messages"], actor=p.key.id, **fields)
+        saved = sum(r.status is SaveStatus.SAVED for r in results)
+        return envelope([_save_dict(r) for r in results],
+                        meta(request, saved=saved, duplicates=len(results) - saved), 201)
+
+    return idempotent(request, p, payload, run)
+
+
+@router.post("/search/sessions", tags=["search"],
+             summary="Search grouped by conversation session")
+def search_sessions(body: SessionSearchRequest, request: Request, p: Reader) -> Response:
+    if not 1 <= body.hits_per_session <= 20:
+        raise ValidationError("hits_per_session: must be between 1 and 20",
+                              field="hits_per_session")
+    sessions = engine_of(request).service.search_sessions(p.tenant.id, body.to_query(),
+                                                          body.hits_per_session)
+    return envelope([{"session_id": s.session_id, "score": round(s.score, 6),
+                      "hits": [hit_dict(h, body.explain) for h in s.hits]} for s in sessions],
+                    meta(request, count=len(sessions)))
 
 
 @router.post("/context", tags=["search"],
