@@ -14,8 +14,9 @@ from engramdb.models import MemoryType
 
 def test_half_life_table() -> None:
     assert lifecycle.half_life_days(MemoryType.GENERAL, Tier.LONG) == pytest.approx(69.31, 0.01)
-    assert lifecycle.decay_rate(MemoryType.GENERAL, Tier.LONG) == pytest.approx(0.01)
-    assert lifecycle.half_life_days(MemoryType.OBSERVATION, Tier.SHORT) == 1.0
+    assert lifecycle.decay_rate(MemoryType.GENERAL, Tier.SHORT) == pytest.approx(0.01)
+    assert lifecycle.half_life_days(MemoryType.OBSERVATION, Tier.SHORT) == pytest.approx(
+        69.31 / 24 / 2, 0.001)
     assert lifecycle.half_life_days(MemoryType.CORRECTION, Tier.LONG) == pytest.approx(277.3,
                                                                                      0.01)
     # every MemoClaw type has its own half-life, ordered as documented
@@ -27,7 +28,7 @@ def test_half_life_table() -> None:
 def test_relevance_decays_by_half_life(engram: Engram, clock: FrozenClock) -> None:
     rec = engram.add("Observed: user seemed tired today", memory_type="observation").memory
     assert rec.relevance == lifecycle.INITIAL_RELEVANCE and rec.tier is Tier.SHORT
-    clock.advance(days=1)  # observation x short: one-day half-life
+    clock.advance(days=lifecycle.half_life_days(MemoryType.OBSERVATION, Tier.SHORT))
     now = engram.get(rec.id, ).relevance  # a get refreshes after reading the decayed value
     assert now == pytest.approx(lifecycle.refreshed(0.25, 1))
     fresh = engram.add("User's favourite colour is teal", memory_type="preference",
@@ -173,6 +174,6 @@ def test_decay_is_monotone() -> None:
                            decay_rate=rate)
         later = lifecycle.current_relevance(rec, c.now() + timedelta(days=days))
         assert 0.0 <= later <= base + 1e-12
-        assert later == pytest.approx(base * math.exp(-rate * days), abs=1e-9)
+        assert later == pytest.approx(base * math.exp(-rate * days * 24), abs=1e-9)
 
     check()

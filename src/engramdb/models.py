@@ -152,6 +152,12 @@ class SaveResult:
     existing_id: str | None = None
     similarity: float | None = None
     tokens_used: int = 0
+    #: the memory this one superseded (status updated) or extends (status extended)
+    related_id: str | None = None
+    #: why the write path decided so (supersession rule or duplicate threshold)
+    reason: str | None = None
+    #: PII types found in the content (also on the record)
+    pii_fields: tuple[str, ...] = ()
 
     @property
     def duplicate(self) -> bool:

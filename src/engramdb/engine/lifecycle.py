@@ -3,17 +3,19 @@
 Relevance is computed at read time from stored parameters, so no background job is needed
 for correctness:
 
-    relevance(now) = base × e^(−decay_rate × days since the last access, or since creation)
+    relevance(now) = base × e^(−decay_rate × hours since the last access, or since creation)
 
-with `decay_rate = ln 2 / half_life_days`, and no decay at all while the memory is pinned.
+with `decay_rate = ln 2 / half-life in hours`, and no decay at all while the memory is pinned.
+(Per hour, so that a default memory — tier short, type general — has decay_rate 0.01, the
+default Memory OS reports.)
 
 Half-life = the tier's base half-life × the memory type's factor:
 
 | tier   | base half-life | meaning                        |
 |--------|----------------|--------------------------------|
-| short  | 2 days         | hours to days                  |
+| short  | 69.3 hours (2.9 days) | hours to days (decay_rate 0.01 per hour) |
 | medium | 14 days        | days to weeks                  |
-| long   | 69.3 days      | weeks to months (decay_rate 0.01 per day); pinned = permanent |
+| long   | 69.3 days      | weeks to months; pinned = permanent |
 
 | memory_type                         | factor | why |
 |-------------------------------------|--------|-----|
@@ -25,7 +27,7 @@ Half-life = the tier's base half-life × the memory type's factor:
 | context                             | 0.75   | background that goes stale |
 | observation, episodic               | 0.5    | events fade fastest |
 
-So an `observation` in the short tier halves in a day, a `correction` in the long tier in
+So an `observation` in the short tier halves in 35 hours, a `correction` in the long tier in
 277 days.
 
 Access (a get, or being returned by search/context) refreshes a memory: its base moves a fifth
@@ -49,9 +51,9 @@ ACCESS_BOOST = 0.2
 LN2 = math.log(2.0)
 
 TIER_HALF_LIFE_DAYS: dict[Tier, float] = {
-    Tier.SHORT: 2.0,
+    Tier.SHORT: LN2 / 0.01 / 24,  # 69.3 hours: decay_rate 0.01 per hour
     Tier.MEDIUM: 14.0,
-    Tier.LONG: LN2 / 0.01,  # 69.3 days: decay_rate 0.01 per day, as Memory OS reports
+    Tier.LONG: LN2 / 0.01,  # 69.3 days
 }
 
 TYPE_FACTOR: dict[MemoryType, float] = {
@@ -80,16 +82,16 @@ def half_life_days(memory_type: MemoryType, tier: Tier) -> float:
 
 
 def decay_rate(memory_type: MemoryType, tier: Tier) -> float:
-    """Per day."""
-    return LN2 / half_life_days(memory_type, tier)
+    """Per hour."""
+    return LN2 / (half_life_days(memory_type, tier) * 24.0)
 
 
 def current_relevance(rec: MemoryRecord, now: datetime) -> float:
     if rec.pinned:
         return rec.relevance
     since = rec.last_accessed_at or rec.created_at
-    days = max(0.0, (now - since).total_seconds() / 86400.0)
-    return rec.relevance * math.exp(-rec.decay_rate * days)
+    hours = max(0.0, (now - since).total_seconds() / 3600.0)
+    return rec.relevance * math.exp(-rec.decay_rate * hours)
 
 
 def promoted_tier(tier: Tier, access_count: int, importance: float) -> Tier:

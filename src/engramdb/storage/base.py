@@ -56,7 +56,7 @@ class Filters:
     include_superseded: bool = False
     #: maintenance only: also rows past their expiry
     include_expired: bool = False
-    #: relevance at `now` ≥ this: relevance × e^(−decay_rate × days since the last access, or
+    #: relevance at `now` ≥ this: relevance × e^(−decay_rate × hours since the last access, or
     #: since creation), not decayed while pinned. The core chose each memory's decay_rate.
     min_relevance: float | None = None
     #: user/agent/namespace as an exact scope: None then means "not set" rather than "any"
@@ -87,6 +87,10 @@ class Store(Protocol):
     def bind_embedding(self, model: str, dimension: int) -> None:
         """Record which model makes this store's vectors; raise EmbeddingMismatch if the
         store already holds vectors of another model or dimension."""
+        ...
+
+    def embedding_binding(self) -> tuple[str, int] | None:
+        """The model and dimension recorded by bind_embedding (by any process), or None."""
         ...
 
     def atomic(self, tenant_id: str, user_id: str | None) -> AbstractContextManager[None]:
@@ -152,6 +156,18 @@ class Store(Protocol):
     def history(self, tenant_id: str, memory_id: str) -> builtins.list[HistoryEvent]: ...
 
     def iter_all(self, tenant_id: str | None = None) -> Iterator[StoredMemory]: ...
+
+    def iter_history(self, tenant_id: str | None = None) -> Iterator[HistoryEvent]:
+        """Every history event (deleted memories' too), in write order within a tenant."""
+        ...
+
+    def insert_raw(
+        self, memories: Sequence[StoredMemory], events: Sequence[HistoryEvent]
+    ) -> None:
+        """Write memories exactly as given (row, vector, full-text; no event of their own)
+        and append the given history events, in one transaction. For copying a store
+        (storage/copy.py): no checks beyond the store's own constraints."""
+        ...
 
     def stats(self) -> dict[str, Any]: ...
 

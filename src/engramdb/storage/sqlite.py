@@ -364,6 +364,14 @@ class SQLiteStore:
                 )
         self._model, self._dim = model, dimension
 
+    def embedding_binding(self) -> tuple[str, int] | None:
+        rows = dict(self._conn().execute(
+            "SELECT key, value FROM meta WHERE key IN ('embedding_model', 'embedding_dim')"
+        ).fetchall())
+        if "embedding_model" not in rows:
+            return None
+        return rows["embedding_model"], int(rows["embedding_dim"])
+
     # -- write sections ----------------------------------------------------------------
 
     @contextmanager
@@ -527,6 +535,33 @@ class SQLiteStore:
             self._local.ops.append((key, "remove", memory_id))
             return True
 
+    def insert_raw(self, memories: Sequence[StoredMemory],
+                   events: Sequence[HistoryEvent]) -> None:
+        with self.atomic("", None):
+            conn = self._writer
+            for m in memories:
+                rec = m.record
+                blob = None if m.vector is None else self._check_vector(m.vector)
+                try:
+                    cur = conn.execute(_INSERT, _row_values(rec))
+                except sqlite3.IntegrityError as exc:
+                    raise StoreError(f"could not insert memory {rec.id}: {exc}") from exc
+                rowid = int(cur.lastrowid or 0)
+                conn.execute(
+                    "INSERT INTO memories_fts (rowid, scope, content) VALUES (?, ?, ?)",
+                    (rowid, _scope_tokens(rec.tenant_id, rec.user_id or ""), rec.content),
+                )
+                if blob is None:
+                    self._bump(rec.tenant_id, rec.user_id or "")
+                    continue
+                conn.execute(
+                    "INSERT INTO memory_vectors VALUES (?, ?, ?)",
+                    (rowid, rec.embedding_model or self._model, blob),
+                )
+                self._queue_partition(rowid, rec, m.vector)
+            for event in events:
+                self._insert_event(conn, event)
+
     def _insert_event(self, conn: sqlite3.Connection, event: HistoryEvent) -> None:
         conn.execute(
             "INSERT INTO history (tenant_id, id, memory_id, event, at, actor, changes) "
@@ -585,7 +620,7 @@ class SQLiteStore:
         if f.min_relevance is not None:
             sql.append(
                 "(CASE WHEN m.pinned THEN m.relevance ELSE m.relevance * exp(-m.decay_rate * "
-                "(? - coalesce(m.last_accessed_at, m.created_at)) / 86400.0) END) >= ?"
+                "(? - coalesce(m.last_accessed_at, m.created_at)) / 3600.0) END) >= ?"
             )
             params.extend([f.now.timestamp(), f.min_relevance])
         if not f.include_superseded:
@@ -840,11 +875,27 @@ class SQLiteStore:
         finally:
             conn.close()
 
+    def iter_history(self, tenant_id: str | None = None) -> Iterator[HistoryEvent]:
+        conn = self._connect()  # its own connection, as iter_all
+        try:
+            sql = "SELECT id, memory_id, tenant_id, event, at, actor, changes FROM history"
+            params: tuple[Any, ...] = ()
+            if tenant_id is not None:
+                sql += " WHERE tenant_id = ?"
+                params = (tenant_id,)
+            for r in conn.execute(sql + " ORDER BY seq", params):
+                yield HistoryEvent(id=r[0], memory_id=r[1], tenant_id=r[2], event=r[3],
+                                   at=datetime.fromtimestamp(r[4], tz=UTC), actor=r[5],
+                                   changes=json.loads(r[6]))
+        finally:
+            conn.close()
+
     def stats(self) -> dict[str, Any]:
         conn = self._conn()
         counts = dict(conn.execute(
             "SELECT status, COUNT(*) FROM memories GROUP BY status"
         ).fetchall())
+        events = conn.execute("SELECT COUNT(*) FROM history").fetchone()[0]
         page_count = conn.execute("PRAGMA page_count").fetchone()[0]
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         with self._cache_lock:
@@ -854,6 +905,7 @@ class SQLiteStore:
             "path": str(self.path),
             "memories": sum(counts.values()),
             "by_status": counts,
+            "history_events": int(events),
             "database_bytes": int(page_count) * int(page_size),
             "cached_vectors": cached,
             "embedding_model": self._model,
