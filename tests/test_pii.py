@@ -510,3 +510,9 @@ def test_random_text_invariants(text: str) -> None:
         assert text[s.start : s.end] == s.text
         prev_end = s.end
     assert isinstance(redact(text, r), str)
+
+
+def test_an_email_at_the_very_start_is_found() -> None:
+    # "" is in every string: the URL user-info check once skipped addresses at offset 0
+    assert detect("jane.doe@example.com").fields == ["email"]
+    assert detect("jane.doe@example.com is the address").fields == ["email"]

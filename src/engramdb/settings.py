@@ -4,6 +4,7 @@ optional env-style file named by `ENGRAM_CONFIG`/passed as `_env_file`."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 from pydantic import Field, model_validator
@@ -38,6 +39,10 @@ class Settings(BaseSettings):
 
     # write path
     near_duplicate_threshold: float = Field(default=0.95, ge=0.5, le=1.0)
+    pii_mode: Literal["detect", "redact", "off"] = Field(
+        default="detect",
+        description="detect: flag PII on every memory; redact: also replace it in the stored "
+        "content by [REDACTED:<type>]; off: no scan")
 
     # read path: final score = Σ weight × component (see docs/retrieval.md)
     weight_semantic: float = Field(default=0.6, ge=0.0, le=1.0)

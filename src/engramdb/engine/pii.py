@@ -273,7 +273,7 @@ def _emails(doc: _Doc) -> Iterator[Span]:
             continue
         prev = text[start - 1] if start else ""
         # URL user-info ("https://user@host", "postgres://u:pass@db") — "mailto:" is fine.
-        if prev in ":/" and not doc.lower[max(0, start - 7) : start].endswith("mailto:"):
+        if prev and prev in ":/" and not doc.lower[max(0, start - 7) : start].endswith("mailto:"):
             continue
         # SSH/scp remote "git@github.com:org/repo.git".
         if text[end : end + 1] == ":" and (text[end + 1 : end + 2].isalnum()

@@ -33,7 +33,7 @@ from ..models import (
 )
 from ..settings import Settings
 from ..storage.base import Filters, Store, Vector
-from . import lifecycle
+from . import lifecycle, pii
 from . import validation as v
 from .access import AccessTracker
 from .normalize import integrity_hash
@@ -153,6 +153,22 @@ class MemoryService:
         res = self.embedder.embed([text])
         return res.vectors[0], res.tokens[0]
 
+    def _scan_pii(self, content: str) -> tuple[str, builtins.list[str]]:
+        """The content to store and the PII types found in it (the `pii_mode` setting)."""
+        mode = self.settings.pii_mode
+        if mode == "off":
+            return content, []
+        found = pii.detect(content)
+        if mode == "redact" and found.fields:
+            content = pii.redact(content, found)
+        return content, list(found.fields)
+
+    def _pii(self, d: Draft) -> None:
+        d.content, d.pii_fields = self._scan_pii(d.content)
+        if self.settings.pii_mode == "redact" and d.value_json is not None and d.pii_fields:
+            # a structured value may hold the same PII: redact its strings one by one
+            d.value_json = _redact_tree(d.value_json)
+
     def _record(self, tenant_id: str, d: Draft, h: str, now: datetime,
                 tokens: int) -> MemoryRecord:
         return MemoryRecord(
@@ -166,6 +182,7 @@ class MemoryService:
             importance=d.importance, confidence=d.confidence, pinned=d.pinned,
             immutable=d.immutable, expires_at=d.expires_at,
             relevance=lifecycle.INITIAL_RELEVANCE,
+            pii_detected=bool(d.pii_fields), pii_fields=list(d.pii_fields),
             tier=(tier := lifecycle.promoted_tier(d.tier, 0, d.importance)),
             decay_rate=lifecycle.decay_rate(d.memory_type, tier),
             embedding_model=self.embedder.model_name, tokens_used=tokens,
@@ -232,6 +249,7 @@ class MemoryService:
     def add(self, tenant_id: str, new: NewMemory, actor: str | None = None) -> SaveResult:
         now = self.clock.now()
         d = validate_new(new, now)
+        self._pii(d)
         h = integrity_hash(d.content, d.value_json)
         self._check_parent(tenant_id, d, now)
         # Cheap exact check first: a duplicate costs no embedding.
@@ -264,6 +282,8 @@ class MemoryService:
     def _add_drafts(self, tenant_id: str, drafts: builtins.list[Draft],
                     actor: str | None) -> builtins.list[SaveResult]:
         now = self.clock.now()
+        for d in drafts:
+            self._pii(d)
         for d in drafts:
             self._check_parent(tenant_id, d, now)
         hashes = [integrity_hash(d.content, d.value_json) for d in drafts]
@@ -395,6 +415,7 @@ class MemoryService:
         """What `add` would decide about duplicates, without writing anything."""
         now = self.clock.now()
         d = validate_new(new, now)
+        self._pii(d)
         h = integrity_hash(d.content, d.value_json)
         found = self.store.find_by_hash(tenant_id, d.user_id, d.agent_id, d.namespace, h)
         if found is not None and self._visible(found, now):
@@ -454,6 +475,10 @@ class MemoryService:
                                                        updated.importance)
             updated.decay_rate = lifecycle.decay_rate(updated.memory_type, updated.tier)
             if "content" in fields and fields["content"] != current.content:
+                content, pii_fields = self._scan_pii(updated.content)
+                updated.content = content
+                updated.pii_fields = pii_fields
+                updated.pii_detected = bool(pii_fields)
                 updated.integrity_hash = integrity_hash(updated.content, updated.value_json)
                 other = self.store.find_by_hash(tenant_id, updated.user_id, updated.agent_id,
                                                 updated.namespace, updated.integrity_hash)
@@ -715,6 +740,16 @@ class MemoryService:
 
 
 _ROLES = ("user", "assistant", "system", "tool")
+
+
+def _redact_tree(value: Any) -> Any:
+    if isinstance(value, str):
+        return pii.redact(value)
+    if isinstance(value, list):
+        return [_redact_tree(x) for x in value]
+    if isinstance(value, dict):
+        return {k: _redact_tree(x) for k, x in value.items()}
+    return value
 
 
 def _split(text: str, size: int) -> builtins.list[str]:

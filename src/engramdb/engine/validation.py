@@ -92,6 +92,8 @@ class Draft:
     #: set by the core only: False for conversation turns, where a repeated "thanks!" in
     #: another session is another event, not a duplicate
     near_dedup: bool = True
+    #: set by the core's PII step
+    pii_fields: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
