@@ -28,11 +28,14 @@ from .models import (
     Status,
     Tier,
 )
+from .sdk import AsyncClient, Client, MemoryScopeClient
 from .settings import Settings
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncClient",
+    "Client",
     "Clock",
     "Conflict",
     "ContentType",
@@ -44,6 +47,7 @@ __all__ = [
     "FrozenClock",
     "MemoryNature",
     "MemoryRecord",
+    "MemoryScopeClient",
     "MemoryService",
     "MemoryType",
     "NewMemory",

@@ -335,6 +335,9 @@ def import_(
                                                     svc.embedder.model_name))
                         except ValueError as exc:
                             raise EngramError(f"line {n}: {exc}") from None
+                        except EngramError as exc:
+                            raise EngramError(f"line {n}: {exc.message}",
+                                              field=exc.field) from None
                     if len(chunk) >= 500 or (n == len(lines) and chunk):
                         for k, v in svc.import_rows(tenant, chunk).items():
                             counts[k] += v
@@ -345,6 +348,27 @@ def import_(
         typer.echo(json.dumps(counts) if as_json else
                    f"imported {counts['imported']}, already there {counts['existing']}, "
                    f"duplicates {counts['duplicates']}")
+
+
+@app.command()
+def mcp(
+    transport: Annotated[str, typer.Option(help="stdio, or http (streamable HTTP at /mcp)")]
+    = "stdio",
+    host: Annotated[str, typer.Option(help="Bind address for http")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port for http")] = 8421,
+    user_id: Annotated[str | None, typer.Option(
+        "--user-id", "-u", help="Default user scope of the tools")] = None,
+    tenant: TenantOption = "default",
+    db: DbOption = None,
+) -> None:
+    """Run an MCP server (tools: save/search/list/get/delete memories) on the local database."""
+    from .mcp_server import TRANSPORTS, run
+
+    if transport not in TRANSPORTS:
+        raise typer.BadParameter(f"must be one of {', '.join(TRANSPORTS)}",
+                                 param_hint="--transport")
+    run(db, transport="http" if transport == "http" else "stdio", host=host, port=port,
+        user_id=user_id, tenant=tenant)
 
 
 def main() -> None:
