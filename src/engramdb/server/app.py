@@ -257,7 +257,8 @@ def render_error(request: Request, status: int, code: str, message: str,
                  field: str | None = None, headers: dict[str, str] | None = None) -> Response:
     path = request.url.path
     for prefix, renderer in _renderers:
-        if path.startswith(prefix):
+        # a whole path segment: "/memory" is not a prefix of "/memories"
+        if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
             resp = renderer(request, status, code, message, field)
             break
     else:
@@ -365,10 +366,12 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         app.state.engine = engine
     install_error_handlers(app)
 
+    from .compat import include_compat
     from .routes_v1 import router as v1_router
     from .routes_v1 import system_router
 
     app.include_router(system_router)
     app.include_router(v1_router)
+    include_compat(app)
     app.add_middleware(RequestContext, max_body=settings.max_body_bytes)
     return app
