@@ -355,8 +355,6 @@ def test_recall_rejects_bad_input(srv: Compat, body: dict[str, Any], field: str)
     error(r, 422, "VALIDATION_ERROR", field)
 
 
-@pytest.mark.xfail(reason="core: namespace is not updatable yet (MemoClaw moves memories "
-                          "between namespaces)", strict=False)
 def test_update_moves_a_memory_to_another_namespace(srv: Compat) -> None:
     mid = stored(srv, SEED_EXAMPLE)["id"]
     r = srv.client.patch(f"/v1/store/{mid}", json={"namespace": "work"},

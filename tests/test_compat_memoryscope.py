@@ -220,9 +220,6 @@ def test_tenants_are_isolated(srv: Compat) -> None:
     assert first != second
 
 
-@pytest.mark.xfail(reason="core: near-duplicate detection (cosine ≥ 0.95 on the derived "
-                          "text) treats a changed value_json as a duplicate; structured "
-                          "values need exact-value dedup (or supersession)", strict=False)
 def test_a_changed_value_is_not_dropped_as_a_near_duplicate(srv: Compat) -> None:
     first = post(srv, SEED_EXAMPLE).json()["id"]
     changed = {**SEED_EXAMPLE, "value_json": {"likes": ["pizza"],

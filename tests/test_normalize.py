@@ -93,7 +93,7 @@ def test_numbers_are_canonical() -> None:
 def test_content_from_value_is_readable() -> None:
     text = content_from_value({"likes": ["pizza", "sushi"], "dislikes": ["broccoli"]},
                               Scope.PREFERENCES, "food")
-    assert text == "preferences / food: likes: pizza, sushi; dislikes: broccoli"
+    assert text == "preferences / food: dislikes: broccoli; likes: pizza, sushi"
 
 
 @settings(max_examples=200)

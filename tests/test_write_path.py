@@ -109,7 +109,7 @@ def test_value_json_memories(engram: Engram) -> None:
                    source="explicit_user_input",
                    value_json={"likes": ["pizza", "Sushi", "pizza"], "dislikes": ["broccoli"]})
     assert a.memory.value_json == {"likes": ["pizza", "sushi"], "dislikes": ["broccoli"]}
-    assert a.memory.content == "preferences / food: likes: pizza, sushi; dislikes: broccoli"
+    assert a.memory.content == "preferences / food: dislikes: broccoli; likes: pizza, sushi"
     b = engram.add(user_id="user123", scope="preferences", domain="food", source="inferred",
                    value_json={"dislikes": ["Broccoli"], "likes": ["sushi", "pizza", "Pizza"]})
     # same set, other order: still a new memory unless the readable text collides

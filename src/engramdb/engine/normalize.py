@@ -92,7 +92,7 @@ def canonical_json(value: Any) -> str:
 
 def content_from_value(value: Any, scope: Scope | None, domain: str | None) -> str:
     """A readable sentence-like text for a structured value, so that it can be embedded and
-    found by keyword search: "preferences / food: likes: pizza, sushi; dislikes: broccoli"."""
+    found by keyword search: "preferences / food: dislikes: broccoli; likes: pizza, sushi"."""
     head = " / ".join(p for p in (scope.value if scope else None, domain) if p)
     body = _render(value)
     return f"{head}: {body}" if head else body
@@ -100,7 +100,9 @@ def content_from_value(value: Any, scope: Scope | None, domain: str | None) -> s
 
 def _render(value: Any) -> str:
     if isinstance(value, dict):
-        return "; ".join(f"{k.replace('_', ' ')}: {_render(v)}" for k, v in value.items())
+        # sorted, so that the same value always reads (and hashes) the same
+        return "; ".join(f"{k.replace('_', ' ')}: {_render(v)}"
+                         for k, v in sorted(value.items()))
     if isinstance(value, list):
         return ", ".join(_render(v) for v in value)
     if isinstance(value, bool):

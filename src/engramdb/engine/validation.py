@@ -322,4 +322,10 @@ def validate_new(m: NewMemory, now: datetime) -> Draft:
         pinned=boolean(m.pinned, "pinned"),
         immutable=boolean(m.immutable, "immutable"),
         expires_at=expiry(m.ttl_days, m.expires_at, now),
+        # one clock reading per write: ttl_days=30 lives exactly 30 days from created_at
+        created_at=now,
+        # a structured value differs from its neighbour by a value, which the readable
+        # text hides from the embedding ("likes pizza, sushi" vs "likes pizza"): only an
+        # exact duplicate of the value is a duplicate
+        near_dedup=value is None,
     )
