@@ -173,7 +173,7 @@ class MemoryService:
                 tokens: int) -> MemoryRecord:
         return MemoryRecord(
             id=new_id(), tenant_id=tenant_id, content=d.content, integrity_hash=h,
-            created_at=d.created_at or now, updated_at=now, user_id=d.user_id, agent_id=d.agent_id,
+            created_at=d.created_at or now, updated_at=d.created_at or now, user_id=d.user_id, agent_id=d.agent_id,
             session_id=d.session_id, namespace=d.namespace, scope=d.scope, domain=d.domain,
             value_json=d.value_json, content_type=d.content_type, memory_type=d.memory_type,
             memory_nature=d.memory_nature, source=d.source,
@@ -474,6 +474,13 @@ class MemoryService:
                 updated.tier = lifecycle.promoted_tier(updated.tier, updated.access_count,
                                                        updated.importance)
             updated.decay_rate = lifecycle.decay_rate(updated.memory_type, updated.tier)
+            if updated.namespace != current.namespace and "content" not in fields:
+                # another scope: the same content may already live there
+                other = self.store.find_by_hash(tenant_id, updated.user_id, updated.agent_id,
+                                                updated.namespace, updated.integrity_hash)
+                if other is not None:
+                    raise Duplicate(f"namespace: memory {other.id} already says this there",
+                                    existing_id=other.id, field="namespace")
             if "content" in fields and fields["content"] != current.content:
                 content, pii_fields = self._scan_pii(updated.content)
                 updated.content = content
@@ -608,6 +615,8 @@ class MemoryService:
         _check_int(offset, "offset", 0, 10**9)
         f = self._filters(tenant_id, filters or {})
         items, total = self.store.list(f, limit, offset)
+        # relevance as of now, as get and search report it
+        items = [replace(m, relevance=lifecycle.current_relevance(m, f.now)) for m in items]
         return Page(items, total, limit, offset)
 
     def _validated_query(self, q: SearchQuery) -> str:
@@ -769,6 +778,7 @@ def _split(text: str, size: int) -> builtins.list[str]:
 
 
 _UPDATABLE = frozenset({
+    "namespace",
     "content", "importance", "confidence", "metadata", "tags", "tier", "memory_type",
     "memory_nature", "content_type", "pinned", "immutable", "expires_at", "ttl_days",
     "external_id", "source_id", "domain",
@@ -804,6 +814,8 @@ def _validate_changes(changes: dict[str, Any], now: datetime) -> dict[str, Any]:
             else:
                 out["expires_at"] = v.expiry(value if name == "ttl_days" else None,
                                              value if name == "expires_at" else None, now)
+        elif name == "namespace":
+            out[name] = v.identifier(value, name) or "default"
         else:  # external_id, source_id, domain
             out[name] = v.identifier(value, name)
     return out
