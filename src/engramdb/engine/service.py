@@ -173,7 +173,8 @@ class MemoryService:
                 tokens: int) -> MemoryRecord:
         return MemoryRecord(
             id=new_id(), tenant_id=tenant_id, content=d.content, integrity_hash=h,
-            created_at=d.created_at or now, updated_at=d.created_at or now, user_id=d.user_id, agent_id=d.agent_id,
+            created_at=d.created_at or now, updated_at=d.created_at or now,
+            user_id=d.user_id, agent_id=d.agent_id,
             session_id=d.session_id, namespace=d.namespace, scope=d.scope, domain=d.domain,
             value_json=d.value_json, content_type=d.content_type, memory_type=d.memory_type,
             memory_nature=d.memory_nature, source=d.source,
