@@ -39,6 +39,19 @@ class Settings(BaseSettings):
 
     # write path
     near_duplicate_threshold: float = Field(default=0.95, ge=0.5, le=1.0)
+    supersession_enabled: bool = Field(
+        default=True, description="Decide updated/extended for close memories of a scope")
+    supersession_candidates: int = Field(default=5, ge=1, le=50,
+                                         description="Nearest memories judged per write")
+    supersession_floor: float = Field(default=0.40, ge=0.0, le=1.0,
+                                      description="Cosine below which a pair is not judged")
+    supersession_same_subject_cosine: float = Field(default=0.80, ge=0.0, le=1.0)
+    llm_base_url: str | None = Field(
+        default=None, description="OpenAI-compatible endpoint for the supersession judge "
+        "(e.g. http://127.0.0.1:11434/v1); unset: rules only")
+    llm_model: str = "gpt-4o-mini"
+    llm_api_key: str | None = None
+    llm_timeout: float = Field(default=10.0, gt=0.0, le=120.0)
     pii_mode: Literal["detect", "redact", "off"] = Field(
         default="detect",
         description="detect: flag PII on every memory; redact: also replace it in the stored "

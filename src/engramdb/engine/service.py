@@ -33,7 +33,7 @@ from ..models import (
 )
 from ..settings import Settings
 from ..storage.base import Filters, Store, Vector
-from . import lifecycle, pii
+from . import lifecycle, pii, supersession
 from . import validation as v
 from .access import AccessTracker
 from .normalize import integrity_hash
@@ -122,10 +122,18 @@ class MemoryService:
         store.bind_embedding(embedder.model_name, embedder.dimension)
         self.access = AccessTracker(store, interval=self.settings.access_flush_seconds)
         self.access.start()
+        st = self.settings
+        self._thresholds = supersession.Thresholds(
+            candidate_floor=st.supersession_floor,
+            same_subject_cosine=st.supersession_same_subject_cosine)
+        self._judge = (supersession.LLMJudge(st.llm_base_url, st.llm_model, st.llm_api_key,
+                                             st.llm_timeout) if st.llm_base_url else None)
 
     def close(self) -> None:
         """Flush pending access counts and stop the background flusher."""
         self.access.close()
+        if self._judge is not None:
+            self._judge.close()
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -234,16 +242,50 @@ class MemoryService:
         if existing is not None:
             return SaveResult(SaveStatus.DUPLICATE, existing.id, existing,
                               existing_id=existing.id, similarity=1.0, tokens_used=tokens)
-        near = (self.store.nearest(self._dedup_filters(tenant_id, d, now), vec, 1)
+        st = self.settings
+        k = max(1, st.supersession_candidates) if st.supersession_enabled else 1
+        near = (self.store.nearest(self._dedup_filters(tenant_id, d, now), vec, k)
                 if d.near_dedup else [])
-        if near and near[0][1] >= self.settings.near_duplicate_threshold:
-            match = self.store.get(tenant_id, near[0][0])
-            if match is not None:
+        neighbours = self.store.get_many(tenant_id, [mid for mid, _ in near]) if near else {}
+        if near and near[0][1] >= st.near_duplicate_threshold:
+            match = neighbours.get(near[0][0])
+            # Near-identical text can still be a new value ("is 34" -> "is 35 years old"):
+            # the supersession rules get the last word before it is dropped as a duplicate.
+            if match is not None and not (
+                    st.supersession_enabled and supersession.overrides_near_duplicate(
+                        self._decide(d.content, match.content, near[0][1]))):
                 return SaveResult(SaveStatus.DUPLICATE, match.id, match, existing_id=match.id,
-                                  similarity=near[0][1], tokens_used=tokens)
+                                  similarity=near[0][1], tokens_used=tokens,
+                                  reason=f"cosine {near[0][1]:.3f} >= "
+                                         f"{st.near_duplicate_threshold}")
+        outcome = None
+        if st.supersession_enabled and near:
+            outcome = supersession.decide_against(
+                d.content,
+                [(mid, neighbours[mid].content, sim) for mid, sim in near if mid in neighbours],
+                self._thresholds, self._judge, max_candidates=k)
         rec = self._record(tenant_id, d, h, now, tokens)
         self.store.insert(rec, vec, self._event(rec, "create", now, actor, _snapshot(rec)))
-        return SaveResult(SaveStatus.SAVED, rec.id, rec, tokens_used=tokens)
+        if outcome is None or outcome.relation == "saved":
+            return SaveResult(SaveStatus.SAVED, rec.id, rec, tokens_used=tokens)
+        reasons = dict(outcome.decisions)
+        for old_id in outcome.superseded:
+            old = neighbours[old_id]
+            why = reasons[old_id]
+            self.store.update(
+                replace(old, status=Status.SUPERSEDED, superseded_by=rec.id, updated_at=now),
+                None, self._event(old, "supersede", now, actor, {
+                    "superseded_by": rec.id, "rule": why.rule, "reason": why.reason}))
+            self.store.add_relation(Relation(tenant_id, rec.id, old_id, "supersedes", now))
+        for old_id in outcome.extended:
+            self.store.add_relation(Relation(tenant_id, rec.id, old_id, "extends", now))
+        related = (outcome.superseded or outcome.extended)[0]
+        status = SaveStatus.UPDATED if outcome.superseded else SaveStatus.EXTENDED
+        return SaveResult(status, rec.id, rec, tokens_used=tokens, related_id=related,
+                          similarity=dict(near).get(related), reason=reasons[related].reason)
+
+    def _decide(self, new: str, old: str, similarity: float) -> supersession.Decision:
+        return supersession.decide(new, old, similarity, self._thresholds, self._judge)
 
     # -- write path --------------------------------------------------------------------
 
@@ -410,6 +452,10 @@ class MemoryService:
             sim = float(np.dot(vec, other))
             if sim >= self.settings.near_duplicate_threshold and (best is None or sim > best[1]):
                 best = (j, sim)
+        if best is not None and self.settings.supersession_enabled and \
+                supersession.overrides_near_duplicate(
+                    self._decide(d.content, drafts[best[0]].content, best[1])):
+            return None  # a new value, not a copy: _save supersedes the earlier item
         return best
 
     def duplicate_check(self, tenant_id: str, new: NewMemory) -> DuplicateCheck:

@@ -1119,3 +1119,17 @@ def parse_llm_answer(content: Any) -> tuple[Relation, str]:
             reason = data.get("reason")
             return rel, reason.strip()[:300] if isinstance(reason, str) else ""
     raise ValueError(f"label {label!r} is not one of {', '.join(RELATIONS)}")
+
+
+def overrides_near_duplicate(decision: Decision) -> bool:
+    """Whether an `updated` decision may save a memory that is a near duplicate by cosine
+    (≥ 0.95). Near-identical text usually is a paraphrase ("long" / "lengthy paragraphs"),
+    and MemLayer promises a 409 for it; only an explicit change word or a changed number or
+    time ("is 34" -> "is 35 years old", "2pm" -> "4pm") is evidence enough of a new value."""
+    if decision.relation != "updated":
+        return False
+    f = decision.features
+    if decision.rule == "change_marker" or f.get("strong_change"):
+        return True
+    changed = set(f.get("objects_new") or ()) ^ set(f.get("objects_old") or ())
+    return any(ch.isdigit() for word in changed for ch in str(word))
