@@ -139,16 +139,24 @@ def test_updated_and_extended_name_the_superseded_memory(
     assert body["id"] != old
 
 
-def test_a_changed_fact_is_saved_updated_or_extended_by_the_core(srv: Compat) -> None:
+def test_a_changed_fact_is_updated_by_the_core(srv: Compat) -> None:
     old = saved(srv, {"content": "User lives in Berlin", "category": "fact"})
     r = save(srv, {"content": "User moved to Munich", "category": "fact"})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["status"] in ("saved", "updated", "extended")
-    if body["status"] == "saved":
-        assert set(body) == {"id", "status"}
-    else:
-        assert body == {"id": body["id"], "status": body["status"], "superseded": old}
+    assert body == {"id": body["id"], "status": "updated", "superseded": old}
+
+
+def test_a_detail_is_extended_by_the_core(srv: Compat) -> None:
+    old = saved(srv, {"content": "User has a dog", "category": "fact"})
+    body = save(srv, {"content": "User's dog is a beagle named Rex", "category": "fact"}).json()
+    assert body == {"id": body["id"], "status": "extended", "superseded": old}
+
+
+def test_an_unrelated_fact_is_saved(srv: Compat) -> None:
+    saved(srv, {"content": "User likes hiking", "category": "preference"})
+    body = save(srv, {"content": "User likes jazz", "category": "preference"}).json()
+    assert set(body) == {"id", "status"} and body["status"] == "saved"
 
 
 # -- 400: invalid input ----------------------------------------------------------------------
