@@ -185,7 +185,7 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 def _existing_id(message: str) -> str:
-    # the core says "content: memory <id> already says this"
+    # servers before error.existing_id: the core says "content: memory <id> already says this"
     for word, nxt in zip(message.split(), message.split()[1:], strict=False):
         if word == "memory":
             return nxt
@@ -198,6 +198,7 @@ def error_from_response(response: httpx.Response) -> APIError:
     code = ""
     message = ""
     field_name: str | None = None
+    existing: str | None = None
     request_id = response.headers.get("x-request-id")
     try:
         body = response.json()
@@ -210,6 +211,8 @@ def error_from_response(response: httpx.Response) -> APIError:
             message = str(err.get("message") or "")
             raw_field = err.get("field")
             field_name = raw_field if isinstance(raw_field, str) else None
+            if isinstance(err.get("existing_id"), str):
+                existing = err["existing_id"]
         elif "detail" in body:  # a compat router's shape: {"detail": "Field 'x' is ..."}
             message = _detail_text(body["detail"])
             named = re.match(r"Field '([^']+)'", message)
@@ -225,7 +228,8 @@ def error_from_response(response: httpx.Response) -> APIError:
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         exc = APIRateLimited(message, retry_after=retry_after if retry_after is not None else 0)
     elif code == "DUPLICATE" or (status == 409 and "already says this" in message):
-        exc = APIDuplicate(message, existing_id=_existing_id(message), field=field_name)
+        exc = APIDuplicate(message, existing_id=existing or _existing_id(message),
+                           field=field_name)
     else:
         cls = _BY_CODE.get(code) or _BY_STATUS.get(status) or APIError
         exc = cls(message, field=field_name)

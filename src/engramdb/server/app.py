@@ -254,7 +254,8 @@ def register_error_renderer(prefix: str, renderer: ErrorRenderer) -> None:
 
 
 def render_error(request: Request, status: int, code: str, message: str,
-                 field: str | None = None, headers: dict[str, str] | None = None) -> Response:
+                 field: str | None = None, headers: dict[str, str] | None = None,
+                 extra: dict[str, Any] | None = None) -> Response:
     path = request.url.path
     for prefix, renderer in _renderers:
         # a whole path segment: "/memory" is not a prefix of "/memories"
@@ -262,8 +263,9 @@ def render_error(request: Request, status: int, code: str, message: str,
             resp = renderer(request, status, code, message, field)
             break
     else:
-        resp = JSONResponse(_error_body(code, message, field, request_id(request)),
-                            status_code=status)
+        body = _error_body(code, message, field, request_id(request))
+        body["error"].update(extra or {})
+        resp = JSONResponse(body, status_code=status)
     for k, v in (headers or {}).items():
         resp.headers[k] = v
     return resp
@@ -278,7 +280,8 @@ def install_error_handlers(app: FastAPI) -> None:
             headers["Retry-After"] = str(max(1, int(exc.retry_after + 0.999)))
         if status == 500:
             log.error("internal error: %s", exc)
-        return render_error(request, status, exc.code, exc.message, exc.field, headers)
+        extra = {"existing_id": exc.existing_id} if isinstance(exc, Duplicate) else None
+        return render_error(request, status, exc.code, exc.message, exc.field, headers, extra)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
