@@ -351,6 +351,33 @@ def import_(
 
 
 @app.command()
+def purge(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Delete expired memories physically (they are already invisible); tombstones stay."""
+    with _engram(db) as mem:
+        n = mem.purge_expired()
+    typer.echo(json.dumps({"purged": n}) if as_json else f"purged {n} expired memories")
+
+
+@app.command("forget-user")
+def forget_user(
+    user_id: Annotated[str, typer.Argument(help="The user whose memories go")],
+    tenant: TenantOption = "default",
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask")] = False,
+    db: DbOption = None,
+) -> None:
+    """Delete every memory of a user (immutable ones too), with vectors."""
+    if not yes:
+        typer.confirm(f"Delete every memory of user {user_id!r} in tenant {tenant!r}?",
+                      abort=True)
+    with _engram(db, tenant) as mem:
+        try:
+            n = mem.forget_user(user_id)
+        except EngramError as exc:
+            _fail(exc)
+    typer.echo(f"deleted {n} memories of {user_id}")
+
+
+@app.command()
 def mcp(
     transport: Annotated[str, typer.Option(help="stdio, or http (streamable HTTP at /mcp)")]
     = "stdio",
