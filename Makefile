@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test install lint typecheck unit bench bench-quick clean
+.PHONY: run test install lint typecheck unit bench bench-quick bench-retrieval clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ bench: install
 
 bench-quick: install
 	$(BIN)/python bench/bench_core.py --sizes 2000 --users 100
+
+# Session retrieval on the LongMemEval_S dev set in ../shared/bench-data (docs/retrieval.md).
+# First run ~20 min (embeds ~22k turns into bench/results/cache/), then ~2 min.
+bench-retrieval: install
+	$(BIN)/python bench/retrieval/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

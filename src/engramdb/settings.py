@@ -64,6 +64,14 @@ class Settings(BaseSettings):
     weight_relevance: float = Field(default=0.1, ge=0.0, le=1.0)
     search_candidates: int = Field(default=50, ge=1, le=1000)
     search_max_limit: int = Field(default=100, ge=1, le=1000)
+    weight_time: float = Field(
+        default=0.1, ge=0.0, le=1.0,
+        description="Share of the score for matching a time expression of the query "
+        "('a week ago', 'last month', 'in March') by creation time; 0: ignore them")
+    search_query_rewriting: bool = Field(
+        default=True,
+        description="Drop question words from the dense query and run coordinated questions "
+        "('X or Y') as one query per item (docs/retrieval.md)")
 
     # lifecycle
     access_flush_seconds: float = Field(

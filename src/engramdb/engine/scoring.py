@@ -9,7 +9,14 @@
 * importance: as stored, in [0, 1] (10 % by default, as MemLayer documents);
 * relevance: the memory's current relevance in [0, 1].
 
-The weights are normalised to sum to 1, so every score lies in [0, 1].
+The weights are normalised to sum to 1, so every score lies in [0, 1]. When the query names
+a period ("a week ago", "in March": engine/query.py), the score becomes
+
+    (1 − w_time) · score + w_time · time
+
+with `time` in [0, 1] for how well the memory's creation time fits it (`with_time`). A
+coordinated question's memories take their best score over the question's variants.
+See docs/retrieval.md for how these choices were measured.
 """
 
 from __future__ import annotations
@@ -64,3 +71,17 @@ def keyword_scores(raw: dict[str, float]) -> dict[str, float]:
     if best <= 0:
         return dict.fromkeys(raw, 0.0)
     return {k: max(0.0, v) / best for k, v in raw.items()}
+
+
+
+def with_time(score: float, explain: dict[str, float], w_time: float,
+              match: float) -> tuple[float, dict[str, float]]:
+    """Blend in how well the memory's time fits a time expression of the query:
+    ``(1 − w_time) · score + w_time · match``. The other weights in `explain` are scaled by
+    ``1 − w_time`` so that the breakdown still adds up to the score."""
+    new = (1.0 - w_time) * score + w_time * clip01(match)
+    out = dict(explain)
+    for key in ("w_semantic", "w_keyword", "w_importance", "w_relevance"):
+        out[key] = explain[key] * (1.0 - w_time)
+    out.update({"time": clip01(match), "w_time": w_time, "score": new})
+    return new, out

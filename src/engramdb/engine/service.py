@@ -37,7 +37,14 @@ from . import lifecycle, pii, supersession
 from . import validation as v
 from .access import AccessTracker
 from .normalize import integrity_hash
-from .scoring import Weights, combine, keyword_scores
+from .query import (
+    sub_queries,
+    time_match,
+    time_windows,
+    without_scaffolding,
+    without_time_expressions,
+)
+from .scoring import Weights, combine, keyword_scores, with_time
 from .transfer import ImportedRow
 from .validation import Draft, NewMemory, validate_new
 
@@ -680,28 +687,58 @@ class MemoryService:
     def _rank(self, tenant_id: str, q: SearchQuery, text: str, k: int
               ) -> tuple[Filters, dict[str, MemoryRecord],
                          builtins.list[tuple[float, str, dict[str, float]]]]:
-        """Every candidate of the query (top k of each retriever), scored, best first."""
+        """Every candidate of the query (top k of each retriever), scored, best first.
+
+        The query is read first (engine/query.py, docs/retrieval.md): a time expression
+        ("a week ago") becomes a window that memories from then are favoured by
+        (`weight_time`), and its words leave the query; with `search_query_rewriting`, the
+        dense query loses its question words, and a coordinated question ("X or Y") also runs
+        as one query per item, each memory scored by its best variant. Only the first `k` of
+        the result carry their current relevance in `records` (the rest have it in explain).
+        """
         f = self._filters(tenant_id, q)
-        vec, _ = self._embed_one(text)
-        dense = dict(self.store.nearest(f, vec, k))
-        sparse = keyword_scores(dict(self.store.keyword_search(f, text, k)))
-        missing = [mid for mid in sparse if mid not in dense]
-        if missing:
-            dense.update(self.store.similarities(f, vec, missing))
-        candidates = list(dense.keys() | sparse.keys())
+        st = self.settings
+        windows = time_windows(text, f.now) if st.weight_time > 0 else []
+        if windows:
+            text = without_time_expressions(text, windows)
+        variants = [text]
+        if st.search_query_rewriting:
+            variants += sub_queries(text)
+        vectors = self.embedder.embed(
+            [without_scaffolding(v) for v in variants] if st.search_query_rewriting
+            else variants).vectors
+        dense: builtins.list[dict[str, float]] = []
+        sparse: builtins.list[dict[str, float]] = []
+        for i, variant in enumerate(variants):
+            n = k if i == 0 else max(1, k // 2)  # the items' queries need fewer candidates
+            dense.append(dict(self.store.nearest(f, vectors[i], n)))
+            sparse.append(keyword_scores(dict(self.store.keyword_search(f, variant, n))))
+        pool = set().union(*dense, *sparse)
+        for i, sims in enumerate(dense):
+            missing = [mid for mid in pool if mid not in sims]
+            if missing:
+                sims.update(self.store.similarities(f, vectors[i], missing))
+        candidates = sorted(pool)
         records = self.store.get_many(tenant_id, candidates)
+        relevance: dict[str, float] = {}
         scored: builtins.list[tuple[float, str, dict[str, float]]] = []
         for mid in candidates:
             rec = records.get(mid)
             if rec is None:
                 continue  # deleted between the index and the row read
-            relevance = lifecycle.current_relevance(rec, f.now)
-            records[mid] = replace(rec, relevance=relevance)
-            score, explain = combine(self.weights, dense.get(mid, 0.0), sparse.get(mid, 0.0),
-                                     rec.importance, relevance)
+            relevance[mid] = rel = lifecycle.current_relevance(rec, f.now)
+            score, explain = max(
+                (combine(self.weights, sims.get(mid, 0.0), kw.get(mid, 0.0), rec.importance,
+                         rel) for sims, kw in zip(dense, sparse, strict=True)),
+                key=lambda t: t[0])
+            if windows:
+                score, explain = with_time(score, explain, st.weight_time,
+                                           time_match(rec.created_at, windows))
             if score >= q.min_score:
                 scored.append((score, mid, explain))
         scored.sort(key=lambda t: (-t[0], t[1]))
+        for _, mid, _ in scored[:k]:  # a copy per record costs: only those likely returned
+            records[mid] = replace(records[mid], relevance=relevance[mid])
         return f, records, scored
 
     def search(self, tenant_id: str, q: SearchQuery) -> builtins.list[SearchHit]:
@@ -719,16 +756,20 @@ class MemoryService:
         with up to `hits_per_session` of its memories, best first. Memories without a session
         are left out."""
         text = self._validated_query(q)
-        k = max(self.settings.search_candidates, q.limit * 10)
+        # Three candidates per wanted session are plenty (measured: the same sessions as
+        # ten, docs/retrieval.md), and every candidate is a row read.
+        k = max(self.settings.search_candidates, q.limit * 3)
         f, records, scored = self._rank(tenant_id, q, text, k)
         groups: dict[str, builtins.list[SearchHit]] = {}
         for score, mid, explain in scored:
-            sid = records[mid].session_id
-            if sid is None:
+            rec = records[mid]
+            if rec.session_id is None:
                 continue
-            hits = groups.setdefault(sid, [])
+            hits = groups.setdefault(rec.session_id, [])
             if len(hits) < hits_per_session:
-                hits.append(SearchHit(records[mid], score, explain))
+                if rec.relevance != explain["relevance"]:
+                    rec = replace(rec, relevance=explain["relevance"])
+                hits.append(SearchHit(rec, score, explain))
         ranked = sorted(groups.items(), key=lambda g: (-g[1][0].score, g[0]))[: q.limit]
         if q.track_access and ranked:
             self.access.touch(tenant_id, [h.memory.id for _, hs in ranked for h in hs], f.now)

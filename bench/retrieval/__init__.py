@@ -1,0 +1,1 @@
+"""Session-level retrieval benchmark on LongMemEval_S (see docs/retrieval.md)."""
