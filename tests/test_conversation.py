@@ -92,3 +92,10 @@ def test_session_id_is_required(engram: Engram) -> None:
     with pytest.raises(ValidationError) as info:
         engram.add_conversation("  ", TRIP)
     assert info.value.field == "session_id"
+
+
+def test_the_same_opening_in_two_sessions_is_two_turns(engram: Engram) -> None:
+    hello = [{"role": "user", "content": "Hi, can you help me plan my week?"}]
+    a = engram.add_conversation("monday", hello, user_id="u1")
+    b = engram.add_conversation("tuesday", hello, user_id="u1")
+    assert a[0].status is b[0].status is SaveStatus.SAVED and a[0].id != b[0].id

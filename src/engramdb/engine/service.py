@@ -440,7 +440,9 @@ class MemoryService:
                     content=part, user_id=user_id, agent_id=agent_id, session_id=sid,
                     namespace=namespace, content_type="conversation", memory_type="episodic",
                     memory_nature="episodic", source="conversation", importance=importance,
-                    metadata={**base_meta, **ident}, value_json=ident,
+                    # the session is part of the identity: "hi" opening two sessions is two
+                    # events (the dedup scope itself is user, agent and namespace)
+                    metadata={**base_meta, **ident}, value_json={"session_id": sid, **ident},
                 ), now)
                 d.created_at = at
                 d.near_dedup = False
