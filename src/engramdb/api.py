@@ -35,12 +35,23 @@ _QUERY_FIELDS = frozenset(f.name for f in fields(SearchQuery))
 
 
 def open_store(url: str) -> Store:
-    """The store for a database URL: sqlite:///path (or a bare path)."""
+    """The store for a database URL: sqlite:///path (or a bare path), or
+    postgresql://user:password@host:port/dbname (PostgreSQL + pgvector; needs the
+    `postgres` extra)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            from .storage.postgres import PostgresStore
+        except ImportError as exc:
+            raise ValueError(f"database_url: {exc}") from None
+        return PostgresStore(url)
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///"):]
     elif "://" in url:
         scheme = url.split("://", 1)[0]
-        raise ValueError(f"database_url: unsupported scheme {scheme!r} (use sqlite:///path)")
+        raise ValueError(
+            f"database_url: unsupported scheme {scheme!r} "
+            "(use sqlite:///path or postgresql://...)"
+        )
     else:
         path = url
     from .storage.sqlite import SQLiteStore

@@ -187,12 +187,15 @@ class AdminService:
         return any(k.revoked_at is None for k in self.store.list_keys())
 
     def bootstrap(self) -> CreatedKey | None:
-        """On first start: a default tenant and an admin key, returned once to be shown."""
-        if self.has_keys():
-            return None
-        if self.store.get_tenant("default") is None:
-            self.create_tenant("default", "Default tenant")
-        return self.create_key("default", "bootstrap admin", [KeyScope.ADMIN.value])
+        """On first start: a default tenant and an admin key, returned once to be shown.
+        One write section, so that of several processes starting on a new database
+        (`engram serve --workers N`) exactly one creates (and prints) the key."""
+        with self.store.atomic("default", None):
+            if self.has_keys():
+                return None
+            if self.store.get_tenant("default") is None:
+                self.create_tenant("default", "Default tenant")
+            return self.create_key("default", "bootstrap admin", [KeyScope.ADMIN.value])
 
     # -- requests ------------------------------------------------------------------------
 
