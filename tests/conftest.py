@@ -57,7 +57,7 @@ def engram(tmp_path: Path, embedder: Embedder, clock: FrozenClock) -> Iterator[E
 # -- store backends --------------------------------------------------------------------
 # Every Store backend passes tests/test_store_contract.py. To add one (e.g. "postgres"),
 # add a factory here: it gets a fresh temporary directory and returns an unmigrated store
-# (call pytest.skip() inside it when the backend is not available).
+# (raise when the backend is not available: a skipped backend is an untested one).
 
 
 def _sqlite_store(tmp_path: Path) -> Any:
@@ -140,7 +140,9 @@ def pg_cluster_or_skip() -> PgCluster:
                 import pgserver  # noqa: F401
                 import psycopg  # noqa: F401
             except ImportError as exc:
-                pytest.skip(f"PostgreSQL tests need pgserver and psycopg: {exc}")
+                # the test extra installs both: a missing one is a broken install, not a
+                # reason to pass without testing PostgreSQL
+                raise RuntimeError(f"PostgreSQL tests need pgserver and psycopg: {exc}") from exc
             _PG.append(PgCluster())
         return _PG[0]
 

@@ -4,15 +4,15 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psycopg  # noqa: F401  (the test extra installs it)
 import pytest
-
-pytest.importorskip("psycopg")
 
 from engramdb.errors import EmbeddingMismatch, StoreError
 from engramdb.models import (
@@ -275,3 +275,31 @@ def test_fingerprints_see_a_changed_field_or_vector(tmp_path: Path) -> None:
 
 def test_copy_mismatch_is_a_store_error() -> None:
     assert issubclass(CopyMismatch, StoreError)
+
+
+def test_engram_migrate_command_copies_and_verifies(tmp_path: Path, pg_cluster: Any) -> None:
+    """`engram migrate --from sqlite:///… --to postgresql://…` on a populated database."""
+    from typer.testing import CliRunner
+
+    from engramdb.cli import app
+
+    src_path = tmp_path / "src.db"
+    src = SQLiteStore(src_path)
+    src.migrate()
+    src.bind_embedding(MODEL, DIM)
+    populate(src)
+    expected = src.stats()["memories"]
+    src.close()
+    url = pg_cluster.new_url()
+    result = CliRunner().invoke(app, ["migrate", "--from", f"sqlite:///{src_path}",
+                                      "--to", url, "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["memories"] == expected and summary["verified"] is True
+    dst = PostgresStore(url)
+    try:
+        assert dst.stats()["memories"] == expected
+    finally:
+        dst.close()
+    again = CliRunner().invoke(app, ["migrate", "--from", f"sqlite:///{src_path}", "--to", url])
+    assert again.exit_code == 1 and "error" in again.output  # the target is not empty

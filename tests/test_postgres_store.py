@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psycopg  # noqa: F401  (the test extra installs it)
 import pytest
-
-pytest.importorskip("psycopg")
 
 from engramdb.api import open_store
 from engramdb.errors import EmbeddingMismatch, StoreError

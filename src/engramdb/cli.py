@@ -351,6 +351,55 @@ def import_(
 
 
 @app.command()
+def migrate(
+    source: Annotated[str, typer.Option("--from", help="sqlite:///path or postgresql://…")],
+    target: Annotated[str, typer.Option("--to", help="An empty database: postgresql://… "
+                                        "or sqlite:///path")],
+    batch_size: Annotated[int, typer.Option(help="Memories per transaction")] = 500,
+    as_json: JsonOption = False,
+) -> None:
+    """Copy everything (tenants, keys, memories with vectors, relations, history) into an
+    empty database, then verify counts and integrity hashes per tenant."""
+    from .api import open_store
+    from .errors import StoreError
+    from .storage.copy import CopyMismatch, copy_store
+
+    try:
+        src, dst = open_store(source), open_store(target)
+    except ValueError as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(code=2) from None
+    bars: dict[str, Any] = {}
+
+    def progress(done: int, total: int, phase: str) -> None:
+        bar = bars.get(phase)
+        if bar is None:
+            for other in bars.values():
+                other.render_finish()
+            bar = bars[phase] = typer.progressbar(length=max(total, 1), label=phase,
+                                                  file=sys.stderr)
+            bar.render_progress()
+        bar.update(done - bar.pos)
+
+    try:
+        report = copy_store(src, dst, progress=progress, batch_size=batch_size)
+    except (CopyMismatch, StoreError) as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(code=1) from None
+    finally:
+        for bar in bars.values():
+            bar.render_finish()
+        src.close()
+        dst.close()
+    summary = {"tenants": report.tenants, "keys": report.keys, "memories": report.memories,
+               "relations": report.relations, "history_events": report.history_events,
+               "seconds": round(report.seconds, 2), "verified": True}
+    typer.echo(json.dumps(summary) if as_json else
+               "copied and verified: " + ", ".join(f"{k} {v}" for k, v in summary.items()
+                                                   if k not in ("verified",)))
+
+
+@app.command()
 def purge(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Delete expired memories physically (they are already invisible); tombstones stay."""
     with _engram(db) as mem:
