@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -44,15 +45,20 @@ def engram_bin() -> str:
 class Proc:
     """One `engram serve` process; stdout and stderr collected by reader threads."""
 
-    def __init__(self, db: Path, data_dir: Path) -> None:
+    def __init__(self, db: Path | str, data_dir: Path) -> None:
+        """`db`: a SQLite file, or a postgresql:// URL."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("ENGRAM_")}
         env["ENGRAM_DATA_DIR"] = str(data_dir)
         env["PYTHONUNBUFFERED"] = "1"
+        where = ["--db", str(db)]
+        if isinstance(db, str) and db.startswith("postgresql://"):
+            env["ENGRAM_DATABASE_URL"] = db
+            where = []
         self.proc = subprocess.Popen(
             [engram_bin(), "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--db", str(db), "--log-level", "warning"],
+             *where, "--log-level", "warning"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )
         self.out: list[str] = []
@@ -224,3 +230,45 @@ def test_processes_starting_on_a_new_database_create_one_admin_key(tmp_path: Pat
         assert len(store.list_keys()) == 1 and store.get_tenant("default") is not None
     finally:
         store.close()
+
+
+def test_two_server_processes_on_one_postgres(tmp_path: Path, servers: list[Proc],
+                                              pg_cluster: Any) -> None:
+    """Scale-out: two stateless API processes on one PostgreSQL. What one writes the other
+    finds, and the same memory posted to both at once is stored once (an advisory lock per
+    user scope, not luck)."""
+    url = pg_cluster.new_url()
+    first = Proc(url, tmp_path / "data")
+    servers.append(first)
+    first.wait_ready(timeout=40)
+    second = Proc(url, tmp_path / "data")
+    servers.append(second)
+    second.wait_ready(timeout=40)
+    key = first.admin_key()
+    assert key is not None and second.admin_key() is None, first.logs() + second.logs()
+    h = {"X-API-Key": key}
+    facts = ["Sister lives in Nairobi", "Plays the cello on weekends",
+             "Is allergic to penicillin", "Drives a red Volvo"]
+    with httpx.Client(base_url=first.url, headers=h, timeout=20) as a, \
+            httpx.Client(base_url=second.url, headers=h, timeout=20) as b:
+
+        def post(args: tuple[httpx.Client, str]) -> tuple[int, str]:
+            client, fact = args
+            r = client.post("/v1/memories", json={"content": fact, "user_id": "pg-user",
+                                                  "agent_id": f"race-{facts.index(fact)}"})
+            return r.status_code, r.json()["data"]["id"]
+
+        jobs = [(c, f) for f in facts for c in (a, b)]
+        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+            results = list(pool.map(post, jobs))
+        for i in range(len(facts)):
+            (s1, id1), (s2, id2) = results[2 * i], results[2 * i + 1]
+            assert id1 == id2 and sorted((s1, s2)) == [200, 201], (facts[i], results)
+        listed = b.get("/v1/memories", params={"user_id": "pg-user", "limit": 100}).json()
+        assert listed["meta"]["total"] == len(facts)
+        hits = b.post("/v1/search", json={"query": "which instrument does the user play?",
+                                          "user_id": "pg-user"}).json()["data"]
+        assert hits[0]["memory"]["content"] == "Plays the cello on weekends"
+    for p in servers:
+        assert p.stop() == 0, p.logs()
+    assert "Traceback" not in first.logs() + second.logs()
