@@ -624,3 +624,15 @@ def test_lone_caller_does_not_wait() -> None:
         assert time.monotonic() - start < 0.5
     finally:
         batcher.close()
+
+
+def test_batcher_sorts_a_large_request_and_keeps_the_order(embedder: MiniLMEmbedder) -> None:
+    batcher = MicroBatcher(embedder, max_batch=4, close_inner=False)
+    try:
+        texts = [("word " * n).strip() for n in (30, 1, 12, 3, 25, 2, 8, 40, 5, 1)]
+        got = batcher.embed(texts)
+        want = embedder.embed(texts)
+        assert got.tokens == want.tokens
+        assert np.allclose(got.vectors, want.vectors, atol=1e-5)
+    finally:
+        batcher.close()

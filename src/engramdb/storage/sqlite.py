@@ -834,7 +834,10 @@ class SQLiteStore:
             chunk = wanted[i : i + 500]
             marks = ",".join("?" for _ in chunk)
             visible.extend(r[0] for r in conn.execute(
-                f"SELECT m.id FROM memories m WHERE {where} AND m.id IN ({marks})",
+                # by id: left alone, the planner scans the user's rows through the hash
+                # index (4.2 ms for a 1,800-memory user instead of 0.12 ms)
+                f"SELECT m.id FROM memories m INDEXED BY ux_memories_tenant_id "
+                f"WHERE {where} AND m.id IN ({marks})",
                 (*params, *chunk),
             ))
         for part, exclude in parts:
