@@ -30,6 +30,19 @@ from ..models import (
 Vector = npt.NDArray[np.float32]
 
 
+#: The columns of a memory row, in the order both adapters read and write them (user_key and
+#: agent_key are the non-null scope keys of user_id and agent_id).
+MEMORY_COLUMNS = (
+    "tenant_id", "id", "user_id", "user_key", "agent_id", "agent_key", "session_id",
+    "namespace", "scope", "domain", "value_json", "content", "content_type", "memory_type",
+    "memory_nature", "tier", "source", "source_id", "external_id", "parent_memory_id",
+    "metadata", "tags", "importance", "confidence", "relevance", "decay_rate", "access_count",
+    "last_accessed_at", "pinned", "immutable", "status", "superseded_by", "expires_at",
+    "created_at", "updated_at", "pii_detected", "pii_fields", "integrity_hash",
+    "embedding_model", "tokens_used",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Filters:
     """Which memories a query may see. `tenant_id` and `now` are always set; the rest narrow.

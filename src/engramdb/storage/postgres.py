@@ -81,7 +81,7 @@ from ..models import (
     TenantStatus,
     Tier,
 )
-from .base import Filters, StoredMemory, Vector
+from .base import MEMORY_COLUMNS, Filters, StoredMemory, Vector
 from .migrations import Migrations
 from .sqlite import _STOPWORDS
 
@@ -260,15 +260,7 @@ def _relations(conn: Conn) -> None:
 
 # -- columns ---------------------------------------------------------------------------------
 
-_COLUMNS = (
-    "tenant_id", "id", "user_id", "user_key", "agent_id", "agent_key", "session_id",
-    "namespace", "scope", "domain", "value_json", "content", "content_type", "memory_type",
-    "memory_nature", "tier", "source", "source_id", "external_id", "parent_memory_id",
-    "metadata", "tags", "importance", "confidence", "relevance", "decay_rate", "access_count",
-    "last_accessed_at", "pinned", "immutable", "status", "superseded_by", "expires_at",
-    "created_at", "updated_at", "pii_detected", "pii_fields", "integrity_hash",
-    "embedding_model", "tokens_used",
-)
+_COLUMNS = MEMORY_COLUMNS
 _CASTS = {"value_json": "::json", "metadata": "::json", "tags": "::text[]",
           "pii_fields": "::text[]"}
 _PLACEHOLDERS = [f"%s{_CASTS.get(c, '')}" for c in _COLUMNS]

@@ -43,7 +43,7 @@ from ..models import (
     TenantStatus,
     Tier,
 )
-from .base import Filters, StoredMemory, Vector
+from .base import MEMORY_COLUMNS, Filters, StoredMemory, Vector
 from .migrations import Migrations
 from .vector_index import ANY, Partition
 
@@ -198,15 +198,7 @@ def _relations(conn: sqlite3.Connection) -> None:
     )
 
 
-_COLUMNS = (
-    "tenant_id", "id", "user_id", "user_key", "agent_id", "agent_key", "session_id",
-    "namespace", "scope", "domain", "value_json", "content", "content_type", "memory_type",
-    "memory_nature", "tier", "source", "source_id", "external_id", "parent_memory_id",
-    "metadata", "tags", "importance", "confidence", "relevance", "decay_rate", "access_count",
-    "last_accessed_at", "pinned", "immutable", "status", "superseded_by", "expires_at",
-    "created_at", "updated_at", "pii_detected", "pii_fields", "integrity_hash",
-    "embedding_model", "tokens_used",
-)
+_COLUMNS = MEMORY_COLUMNS
 _SELECT = "SELECT m.rowid, " + ", ".join(f"m.{c}" for c in _COLUMNS) + " FROM memories m"
 _INSERT = (
     f"INSERT INTO memories ({', '.join(_COLUMNS)}) "
