@@ -228,7 +228,9 @@ class Server:
     def __init__(self, db: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ENGRAM_")}
+        # ENGRAM_* settings pass through (e.g. ENGRAM_EMBED_THREADS); the database is --db
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("ENGRAM_DATABASE_URL", "ENGRAM_CONFIG")}
         env["ENGRAM_DATA_DIR"] = str(db.parent)
         env["ENGRAM_RATE_LIMIT_PER_MINUTE"] = "0"  # a benchmark is no abuse
         env["PYTHONUNBUFFERED"] = "1"
@@ -281,6 +283,15 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+
+def settings_used() -> dict[str, Any]:
+    from engramdb import Settings
+
+    s = Settings()
+    return {k: getattr(s, k) for k in (
+        "embed_threads", "embed_max_batch", "embed_max_tokens", "near_duplicate_threshold",
+        "search_candidates", "workers")}
 
 
 def admin_key(db: Path) -> str:
@@ -362,6 +373,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                    if k != "key"},
         "environment": environment(),
+        "settings": settings_used(),
         "targets": {"single_add_pct_of_raw_batch32_min": TARGET_SINGLE_ADD_PCT,
                     "search_p50_ms_max": TARGET_P50_MS, "search_p99_ms_max": TARGET_P99_MS,
                     "at_size": TARGET_AT},
@@ -524,7 +536,7 @@ def _spread(xs: list[int]) -> dict[str, float]:
 def table(r: dict[str, Any]) -> str:
     env, cfg = r["environment"], r["config"]
     raw32, raw1 = r["raw"]["batch32"], r["raw"]["batch1"]
-    at_target = r["stored_memories"] >= TARGET_AT
+    at_target = cfg["n"] >= TARGET_AT
 
     def ok(good: bool) -> str:
         return ("ok" if good else "MISS") if at_target else "(target at 100k)"
@@ -537,7 +549,8 @@ def table(r: dict[str, Any]) -> str:
     lines = [
         f"Engram HTTP benchmark: {env['cpus']} CPUs, Python {env['python']}, "
         f"onnxruntime {env['onnxruntime']}, SQLite {env['sqlite']}; "
-        f"{r['stored_memories']:,} memories, {cfg['users']} users "
+        f"{cfg['n']:,} pre-loaded memories ({r['stored_memories']:,} active), "
+        f"{cfg['users']} users "
         f"(per user median {r['memories_per_user']['median']}, "
         f"max {r['memories_per_user']['max']})",
         "",
@@ -576,6 +589,10 @@ def table(r: dict[str, Any]) -> str:
         tw = r["search_tenant_wide"]
         row("search, whole tenant (no user_id), 1 client", f"{tw['items_per_s']:,.1f}/s", tw)
     lines.append("")
+    lines.append("write statuses: " + "; ".join(
+        f"{name} {r[key]['statuses']}" for name, key in (("batch add", "batch_add"),
+                                                         ("single add", "single_add"))
+        if key in r))
     lines.append("CPU cores used during each phase:")
     for name, key in (("batch add", "batch_add"), ("single add", "single_add"),
                       ("search 1 client", "search_latency"),
