@@ -19,6 +19,7 @@ import pytest
 
 from engramdb.errors import EmbeddingMismatch, StoreError
 from engramdb.models import (
+    AccessUpdate,
     ContentType,
     HistoryEvent,
     MemoryNature,
@@ -258,6 +259,30 @@ def test_get_many(store: Store, mk: Maker) -> None:
     assert store.get_many("t1", []) == {}
     assert set(store.get_many("t1", [b.id])) == {b.id}
     assert store.get("t1", "missing") is None
+
+
+def test_rank_fields_match_the_records(store: Store, mk: Maker) -> None:
+    a = mk.add(importance=0.9, relevance=0.7, decay_rate=0.02, pinned=True,
+               session_id="s1", last_accessed_at=T0 + timedelta(hours=5, microseconds=250))
+    b = mk.add(user_id="u2", session_id=None, last_accessed_at=None,
+               status=Status.SUPERSEDED, superseded_by=a.id)
+    other = mk.add(tenant_id="t2")
+    got = store.rank_fields("t1", [a.id, b.id, "missing", a.id, other.id])
+    assert set(got) == {a.id, b.id}
+    for rec in (a, b):
+        f = got[rec.id]
+        assert (f.importance, f.relevance, f.decay_rate, f.pinned, f.created_at,
+                f.last_accessed_at, f.session_id) == (
+            rec.importance, rec.relevance, rec.decay_rate, rec.pinned, rec.created_at,
+            rec.last_accessed_at, rec.session_id)
+        assert f.created_at.tzinfo is not None and f.created_at.utcoffset() == timedelta(0)
+    assert got[a.id].pinned is True and got[b.id].last_accessed_at is None
+    assert store.rank_fields("t1", []) == {}
+    # an access update is seen by the next ranking
+    later = T0 + timedelta(days=2)
+    store.apply_access("t1", [AccessUpdate(a.id, 3, later, 0.95, a.decay_rate, a.tier)])
+    f = store.rank_fields("t1", [a.id])[a.id]
+    assert f.last_accessed_at == later and f.relevance == 0.95
 
 
 def test_get_returns_rows_whatever_status_or_expiry(store: Store, mk: Maker) -> None:

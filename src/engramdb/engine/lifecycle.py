@@ -43,8 +43,9 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from typing import Protocol
 
-from ..models import MemoryRecord, MemoryType, Tier
+from ..models import MemoryType, Tier
 
 INITIAL_RELEVANCE = 0.5
 ACCESS_BOOST = 0.2
@@ -86,7 +87,22 @@ def decay_rate(memory_type: MemoryType, tier: Tier) -> float:
     return LN2 / (half_life_days(memory_type, tier) * 24.0)
 
 
-def current_relevance(rec: MemoryRecord, now: datetime) -> float:
+class Decaying(Protocol):
+    """What decay reads of a memory: a MemoryRecord, or the narrow RankFields of a search."""
+
+    @property
+    def pinned(self) -> bool: ...
+    @property
+    def relevance(self) -> float: ...
+    @property
+    def decay_rate(self) -> float: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def last_accessed_at(self) -> datetime | None: ...
+
+
+def current_relevance(rec: Decaying, now: datetime) -> float:
     if rec.pinned:
         return rec.relevance
     since = rec.last_accessed_at or rec.created_at

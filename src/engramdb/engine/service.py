@@ -32,7 +32,7 @@ from ..models import (
     Tier,
 )
 from ..settings import Settings
-from ..storage.base import Filters, Store, Vector
+from ..storage.base import Filters, RankFields, Store, Vector
 from . import lifecycle, pii, supersession
 from . import validation as v
 from .access import AccessTracker
@@ -687,7 +687,7 @@ class MemoryService:
         return text
 
     def _rank(self, tenant_id: str, q: SearchQuery, text: str, k: int
-              ) -> tuple[Filters, dict[str, MemoryRecord],
+              ) -> tuple[Filters, dict[str, RankFields],
                          builtins.list[tuple[float, str, dict[str, float]]]]:
         """Every candidate of the query (top k of each retriever), scored, best first.
 
@@ -695,8 +695,9 @@ class MemoryService:
         ("a week ago") becomes a window that memories from then are favoured by
         (`weight_time`), and its words leave the query; with `search_query_rewriting`, the
         dense query loses its question words, and a coordinated question ("X or Y") also runs
-        as one query per item, each memory scored by its best variant. Only the first `k` of
-        the result carry their current relevance in `records` (the rest have it in explain).
+        as one query per item, each memory scored by its best variant. Candidates are scored
+        from their narrow RankFields; callers build whole records (`_hits`) only for what
+        they return.
         """
         f = self._filters(tenant_id, q)
         st = self.settings
@@ -721,14 +722,13 @@ class MemoryService:
             if missing:
                 sims.update(self.store.similarities(f, vectors[i], missing))
         candidates = sorted(pool)
-        records = self.store.get_many(tenant_id, candidates)
-        relevance: dict[str, float] = {}
+        fields = self.store.rank_fields(tenant_id, candidates)
         scored: builtins.list[tuple[float, str, dict[str, float]]] = []
         for mid in candidates:
-            rec = records.get(mid)
+            rec = fields.get(mid)
             if rec is None:
                 continue  # deleted between the index and the row read
-            relevance[mid] = rel = lifecycle.current_relevance(rec, f.now)
+            rel = lifecycle.current_relevance(rec, f.now)
             score, explain = max(
                 (combine(self.weights, sims.get(mid, 0.0), kw.get(mid, 0.0), rec.importance,
                          rel) for sims, kw in zip(dense, sparse, strict=True)),
@@ -739,18 +739,24 @@ class MemoryService:
             if score >= q.min_score:
                 scored.append((score, mid, explain))
         scored.sort(key=lambda t: (-t[0], t[1]))
-        for _, mid, _ in scored[:k]:  # a copy per record costs: only those likely returned
-            records[mid] = replace(records[mid], relevance=relevance[mid])
-        return f, records, scored
+        return f, fields, scored
+
+    def _hits(self, tenant_id: str,
+              chosen: Sequence[tuple[float, str, dict[str, float]]]) -> builtins.list[SearchHit]:
+        """Whole records for the chosen (score, id, explain) triples, each carrying the
+        relevance it was scored with; one deleted since ranking is left out."""
+        records = self.store.get_many(tenant_id, [mid for _, mid, _ in chosen])
+        return [SearchHit(replace(records[mid], relevance=explain["relevance"]), score, explain)
+                for score, mid, explain in chosen if mid in records]
 
     def search(self, tenant_id: str, q: SearchQuery) -> builtins.list[SearchHit]:
         text = self._validated_query(q)
         k = max(self.settings.search_candidates, q.limit)
-        f, records, scored = self._rank(tenant_id, q, text, k)
-        top = scored[: q.limit]
-        if q.track_access and top:
-            self.access.touch(tenant_id, [mid for _, mid, _ in top], f.now)
-        return [SearchHit(records[mid], score, explain) for score, mid, explain in top]
+        f, _, scored = self._rank(tenant_id, q, text, k)
+        hits = self._hits(tenant_id, scored[: q.limit])
+        if q.track_access and hits:
+            self.access.touch(tenant_id, [h.memory.id for h in hits], f.now)
+        return hits
 
     def search_sessions(self, tenant_id: str, q: SearchQuery,
                         hits_per_session: int = 3) -> builtins.list[SessionHit]:
@@ -761,21 +767,25 @@ class MemoryService:
         # Three candidates per wanted session are plenty (measured: the same sessions as
         # ten, docs/retrieval.md), and every candidate is a row read.
         k = max(self.settings.search_candidates, q.limit * 3)
-        f, records, scored = self._rank(tenant_id, q, text, k)
-        groups: dict[str, builtins.list[SearchHit]] = {}
+        f, fields, scored = self._rank(tenant_id, q, text, k)
+        groups: dict[str, builtins.list[tuple[float, str, dict[str, float]]]] = {}
         for score, mid, explain in scored:
-            rec = records[mid]
-            if rec.session_id is None:
+            sid = fields[mid].session_id
+            if sid is None:
                 continue
-            hits = groups.setdefault(rec.session_id, [])
-            if len(hits) < hits_per_session:
-                if rec.relevance != explain["relevance"]:
-                    rec = replace(rec, relevance=explain["relevance"])
-                hits.append(SearchHit(rec, score, explain))
-        ranked = sorted(groups.items(), key=lambda g: (-g[1][0].score, g[0]))[: q.limit]
-        if q.track_access and ranked:
-            self.access.touch(tenant_id, [h.memory.id for _, hs in ranked for h in hs], f.now)
-        return [SessionHit(sid, hs[0].score, hs) for sid, hs in ranked]
+            members = groups.setdefault(sid, [])
+            if len(members) < hits_per_session:
+                members.append((score, mid, explain))
+        ranked = sorted(groups.items(), key=lambda g: (-g[1][0][0], g[0]))[: q.limit]
+        hits = self._hits(tenant_id, [m for _, members in ranked for m in members])
+        by_session: dict[str, builtins.list[SearchHit]] = {}
+        for hit in hits:
+            by_session.setdefault(fields[hit.memory.id].session_id or "", []).append(hit)
+        out = [SessionHit(sid, by_session[sid][0].score, by_session[sid])
+               for sid, _ in ranked if sid in by_session]
+        if q.track_access and hits:
+            self.access.touch(tenant_id, [h.memory.id for h in hits], f.now)
+        return out
 
     def context(self, tenant_id: str, q: SearchQuery, budget_tokens: int = 1000) -> Context:
         """The best memories for a query as a bulleted block that fits `budget_tokens`

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +28,19 @@ from ..models import (
 )
 
 Vector = npt.NDArray[np.float32]
+
+
+class RankFields(NamedTuple):
+    """What ranking needs of a candidate: a narrow read, so that a search builds full
+    records only for the memories it returns (docs/architecture.md)."""
+
+    importance: float
+    relevance: float
+    decay_rate: float
+    pinned: bool
+    created_at: datetime
+    last_accessed_at: datetime | None
+    session_id: str | None
 
 
 #: The columns of a memory row, in the order both adapters read and write them (user_key and
@@ -129,6 +142,11 @@ class Store(Protocol):
         ...
 
     def get_many(self, tenant_id: str, memory_ids: Sequence[str]) -> dict[str, MemoryRecord]:
+        ...
+
+    def rank_fields(self, tenant_id: str, memory_ids: Sequence[str]) -> dict[str, RankFields]:
+        """The ranking fields of the given memories (missing ids left out), whatever their
+        status: the same values get_many would give, without building whole records."""
         ...
 
     def get_vector(self, tenant_id: str, memory_id: str) -> Vector | None: ...

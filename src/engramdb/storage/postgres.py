@@ -81,7 +81,7 @@ from ..models import (
     TenantStatus,
     Tier,
 )
-from .base import MEMORY_COLUMNS, Filters, StoredMemory, Vector
+from .base import MEMORY_COLUMNS, Filters, RankFields, StoredMemory, Vector
 from .migrations import Migrations
 from .sqlite import _STOPWORDS
 
@@ -722,6 +722,24 @@ class PostgresStore:
         for row in rows:
             rec = _record(row)
             out[rec.id] = rec
+        return out
+
+    def rank_fields(self, tenant_id: str, memory_ids: Sequence[str]) -> dict[str, RankFields]:
+        if not memory_ids:
+            return {}
+        ids = builtins.list(dict.fromkeys(memory_ids))
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT id, importance, relevance, decay_rate, pinned, created_at, "
+                "last_accessed_at, session_id FROM memories "
+                "WHERE tenant_id = %s AND id = ANY(%s)", (tenant_id, ids), binary=True,
+            ).fetchall()
+        out = {}
+        for mid, importance, relevance, decay, pinned, created, accessed, session in rows:
+            created_at = _utc(created)
+            assert created_at is not None
+            out[mid] = RankFields(importance, relevance, decay, bool(pinned), created_at,
+                                  _utc(accessed), session)
         return out
 
     def get_vector(self, tenant_id: str, memory_id: str) -> Vector | None:

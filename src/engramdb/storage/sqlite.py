@@ -43,7 +43,7 @@ from ..models import (
     TenantStatus,
     Tier,
 )
-from .base import MEMORY_COLUMNS, Filters, StoredMemory, Vector
+from .base import MEMORY_COLUMNS, Filters, RankFields, StoredMemory, Vector
 from .migrations import Migrations
 from .vector_index import ANY, Partition
 
@@ -584,6 +584,26 @@ class SQLiteStore:
             ):
                 rec = _record(row)
                 out[rec.id] = rec
+        return out
+
+    def rank_fields(self, tenant_id: str, memory_ids: Sequence[str]) -> dict[str, RankFields]:
+        if not memory_ids:
+            return {}
+        out: dict[str, RankFields] = {}
+        conn = self._conn()
+        ids = list(dict.fromkeys(memory_ids))
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" for _ in chunk)
+            for (mid, importance, relevance, decay, pinned, created, accessed,
+                 session) in conn.execute(
+                "SELECT id, importance, relevance, decay_rate, pinned, created_at, "
+                "last_accessed_at, session_id FROM memories "
+                f"WHERE tenant_id = ? AND id IN ({marks})", (tenant_id, *chunk)
+            ):
+                out[mid] = RankFields(importance, relevance, decay, bool(pinned),
+                                      datetime.fromtimestamp(created, tz=UTC),
+                                      _dt(accessed), session)
         return out
 
     def get_vector(self, tenant_id: str, memory_id: str) -> Vector | None:
