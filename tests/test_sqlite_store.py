@@ -600,6 +600,105 @@ def test_keyword_search_folds_case_and_diacritics(db: Path) -> None:
     s.close()
 
 
+def kw_terms(store: SQLiteStore) -> list[str]:
+    """Every term of the keyword index, read through an fts5vocab table."""
+    conn = store._writer
+    conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.kw_vocab "
+                 "USING fts5vocab(main, memories_kw, 'row')")
+    return [r[0] for r in conn.execute("SELECT term FROM temp.kw_vocab")]
+
+
+TRICKY = [
+    "snake_case_word and kebab-case-word", "don't won’t l'été", "naïve café Zürich",
+    "e\u0301te\u0301 (combining accents)", "日本語のテキスト 中文", "emoji 🍎🍏 mixed👍word",
+    "x²+y³=z½ №5 ⅷ", "tab\tnew\nline\u00a0nbsp\u200bzwsp", "İstanbul ǅungla ß",
+    "a" * 80 + " verylongword" * 3, "123 4.5 6,7 0x1F",
+]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(min_size=1, max_size=40), min_size=1, max_size=4))
+def test_every_indexed_word_carries_its_scope_prefix(texts: list[str]) -> None:
+    """Python splits words and prefixes them; FTS5 tokenizes the result. If the two split
+    differently, an unprefixed term would leak into the index and match across users."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        s = open_store(Path(d) / "x.db")
+        for i, text in enumerate([*TRICKY, *texts]):
+            r = record(content=text, user_id=f"u{i % 3}")
+            s.insert(r, unit(i), event(r))
+        terms = kw_terms(s)
+        assert terms
+        bad = [t for t in terms
+               if not (t[0] in "tu" and len(t) >= 17 and all(c in "0123456789abcdef"
+                                                            for c in t[1:17]))]
+        assert bad == []
+        s.close()
+
+
+def test_keyword_index_follows_updates_and_deletes(db: Path) -> None:
+    s = open_store(db)
+    a = record(content="apricot jam recipe", user_id="u1")
+    b = record(content="apricot tree in the garden", user_id="u2")
+    for i, r in enumerate((a, b)):
+        s.insert(r, unit(i), event(r))
+    assert ids(s.keyword_search(F(user_id="u1"), "apricot", 5)) == [a.id]
+    assert ids(s.keyword_search(F(user_id="u2"), "apricot", 5)) == [b.id]
+    assert sorted(ids(s.keyword_search(F(), "apricot", 5))) == sorted([a.id, b.id])
+
+    a2 = replace(a, content="quince jelly recipe")
+    s.update(a2, None, event(a2, "update"))
+    assert ids(s.keyword_search(F(user_id="u1"), "apricot", 5)) == []
+    assert ids(s.keyword_search(F(user_id="u1"), "quince", 5)) == [a.id]
+    # moving a memory to another user moves its words to that user's postings
+    a3 = replace(a2, user_id="u2")
+    s.update(a3, None, event(a3, "update"))
+    assert ids(s.keyword_search(F(user_id="u1"), "quince", 5)) == []
+    assert ids(s.keyword_search(F(user_id="u2"), "quince", 5)) == [a.id]
+
+    assert s.delete("t1", a.id, event(a3, "delete"))
+    assert ids(s.keyword_search(F(user_id="u2"), "quince recipe", 5)) == []
+    assert ids(s.keyword_search(F(), "quince", 5)) == []
+    # the contentless index was given back exactly what it was given: nothing dangles
+    terms = kw_terms(s)
+    assert not any(t.endswith(("quinc", "jelli", "recip", "jam")) for t in terms)
+    assert any(t.endswith("apricot") for t in terms)
+    s._writer.execute("INSERT INTO memories_kw (memories_kw) VALUES ('integrity-check')")
+    s.close()
+
+
+def test_migration_0004_builds_the_keyword_index_from_rows(db: Path) -> None:
+    s = open_store(db)
+    rows = [record(content=f"kiwi number {i}", user_id=f"u{i % 2}") for i in range(5)]
+    for i, r in enumerate(rows):
+        s.insert(r, unit(i), event(r))
+    s.close()
+    # back to the state before 0004: the old index, no per-user words
+    raw = sqlite3.connect(db)
+    raw.executescript(
+        """
+        DROP TABLE memories_kw;
+        CREATE VIRTUAL TABLE memories_fts USING fts5(scope, content);
+        DELETE FROM schema_migrations WHERE name = '0004_keyword_index_per_user';
+        """
+    )
+    raw.close()
+    s = open_store(db)
+    assert applied(db)[-1] == "0004_keyword_index_per_user"
+    assert sorted(ids(s.keyword_search(F(user_id="u0"), "kiwi", 10))) == sorted(
+        r.id for r in rows if r.user_id == "u0")
+    assert len(s.keyword_search(F(), "kiwi", 10)) == 5
+    raw = sqlite3.connect(db)
+    assert raw.execute(
+        "SELECT count(*) FROM sqlite_master WHERE name = 'memories_fts'").fetchone() == (0,)
+    raw.close()
+    s.delete("t1", rows[0].id, event(rows[0], "delete"))  # the rebuilt rows delete cleanly
+    s._writer.execute("INSERT INTO memories_kw (memories_kw) VALUES ('integrity-check')")
+    assert len(s.keyword_search(F(), "kiwi", 10)) == 4
+    s.close()
+
+
 def test_keyword_query_quotes_every_word() -> None:
     assert keyword_query('NEAR(a b) OR "x* -y') == '"near" OR "b" OR "x" OR "y"'
     assert keyword_query("the cat and the hat") == '"cat" OR "hat"'
@@ -608,3 +707,5 @@ def test_keyword_query_quotes_every_word() -> None:
     assert keyword_query("🍎 !!! ") is None
     assert keyword_query("") is None
     assert keyword_query(" ".join(f"w{i}" for i in range(100))).count(" OR ") == 31
+    assert keyword_query("snake_case Cat", prefix="u0f") == '"u0fsnake" OR "u0fcase" OR "u0fcat"'
+

@@ -56,7 +56,6 @@ import re
 import struct
 import threading
 import time
-import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -83,7 +82,7 @@ from ..models import (
 )
 from .base import MEMORY_COLUMNS, Filters, RankFields, StoredMemory, Vector
 from .migrations import Migrations
-from .sqlite import _STOPWORDS
+from .text import fold, keyword_terms
 
 try:
     import psycopg
@@ -308,17 +307,8 @@ _DELETE = (
     "SELECT count(*) FROM del"
 )
 
-_WORD = re.compile(r"[^\W_]+")
 _NUL_ESCAPE, _NUL_STANDIN = "\\u0000", "\\ufffd"
 _HNSW_MAX_DIM = 2000  # pgvector's limit for an HNSW index on `vector`
-
-
-def fold(text: str) -> str:
-    """Text as the full-text index sees it: no diacritics, lower case, words of letters and
-    digits separated by single spaces (so Postgres's parser makes one token of each)."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    bare = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-    return " ".join(_WORD.findall(bare.lower()))
 
 
 def _token(*parts: str) -> str:
@@ -330,14 +320,6 @@ def _scope_tokens(r: MemoryRecord) -> builtins.list[str]:
     user then reads that user's postings from the GIN index (as the SQLite store's FTS5
     scope column does), instead of the query words' postings of the whole tenant."""
     return [f"t{_token(r.tenant_id)}", f"u{_token(r.tenant_id, r.user_id or '')}"]
-
-
-def keyword_terms(text: str, max_terms: int = 32) -> builtins.list[str]:
-    """The words of a free-text query, folded, without stop words (unless the query has
-    nothing else), each once, at most `max_terms`."""
-    words = fold(text).split()
-    kept = [w for w in words if w not in _STOPWORDS] or words
-    return builtins.list(dict.fromkeys(kept))[:max_terms]
 
 
 def _event_values(e: HistoryEvent) -> tuple[Any, ...]:

@@ -15,7 +15,6 @@ import builtins
 import hashlib
 import json
 import math
-import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -45,6 +44,7 @@ from ..models import (
 )
 from .base import MEMORY_COLUMNS, Filters, RankFields, StoredMemory, Vector
 from .migrations import Migrations
+from .text import fold, keyword_terms
 from .vector_index import ANY, Partition
 
 migrations = Migrations("sqlite")
@@ -198,28 +198,41 @@ def _relations(conn: sqlite3.Connection) -> None:
     )
 
 
+@migrations.step("0004_keyword_index_per_user")
+def _keyword_index(conn: Any) -> None:
+    """The keyword index becomes `memories_kw`: every word is indexed twice, prefixed with a
+    hash of its tenant (column t) and of its tenant + user (column u), so a user's query
+    reads only that user's postings and BM25 counts document frequencies within the scope
+    (as the PostgreSQL store does). Contentless: the text stays in `memories` alone."""
+    conn.executescript(
+        """
+        CREATE VIRTUAL TABLE memories_kw USING fts5(
+            t, u, content = '', tokenize = 'porter unicode61 remove_diacritics 2'
+        );
+        """
+    )
+    rows = conn.execute("SELECT rowid, tenant_id, user_key, content FROM memories")
+    conn.executemany(
+        "INSERT INTO memories_kw (rowid, t, u) VALUES (?, ?, ?)",
+        ((rowid, *_kw_values(tenant, user, content)) for rowid, tenant, user, content in rows),
+    )
+    conn.execute("DROP TABLE memories_fts")
+
+
 _COLUMNS = MEMORY_COLUMNS
 _SELECT = "SELECT m.rowid, " + ", ".join(f"m.{c}" for c in _COLUMNS) + " FROM memories m"
 _INSERT = (
     f"INSERT INTO memories ({', '.join(_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
 )
+_KW_INSERT = "INSERT INTO memories_kw (rowid, t, u) VALUES (?, ?, ?)"
+_KW_DELETE = "INSERT INTO memories_kw (memories_kw, rowid, t, u) VALUES ('delete', ?, ?, ?)"
 _UPDATE = (
     "UPDATE memories SET "
     + ", ".join(f"{c} = ?" for c in _COLUMNS if c not in ("tenant_id", "id"))
     + " WHERE tenant_id = ? AND id = ?"
 )
 
-# Words too common to help a keyword query; dropping them keeps an OR-query from matching
-# every row of a large user. Kept if a query has nothing else.
-_STOPWORDS = frozenset([
-    "a", "an", "and", "are", "as", "at", "be", "by", "do", "does", "did", "for", "from", "has",
-    "have", "i", "in", "is", "it", "its", "me", "my", "of", "on", "or", "our", "so", "that",
-    "the", "their", "them", "there", "these", "they", "this", "to", "was", "we", "were",
-    "what", "when", "where", "which", "who", "why", "will", "with", "you", "your", "about",
-    "how", "can", "could", "would", "should", "am", "been", "being",
-])
-_WORD = re.compile(r"\w+", re.UNICODE)
 
 
 def _ts(dt: datetime | None) -> float | None:
@@ -230,29 +243,30 @@ def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, tz=UTC)
 
 
-def _token(*parts: str | None) -> str:
-    h = hashlib.blake2b("\x1f".join(p or "" for p in parts).encode(), digest_size=10)
-    return h.hexdigest()
+def _kw_prefix(tenant_id: str, user_key: str | None = None) -> str:
+    """The prefix of a scope's words in the keyword index: t + hash(tenant) for column t,
+    u + hash(tenant, user) for column u. Hex, so the tokenizer keeps it and the word as one
+    token, which the porter stemmer stems by its ending as it would the bare word."""
+    parts = (tenant_id,) if user_key is None else (tenant_id, user_key)
+    h = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).hexdigest()
+    return ("t" if user_key is None else "u") + h
 
 
-def _scope_tokens(tenant_id: str, user_key: str) -> str:
-    return f"t{_token(tenant_id)} u{_token(tenant_id, user_key)}"
+def _kw_values(tenant_id: str, user_key: str, content: str) -> tuple[str, str]:
+    """A memory's two keyword-index columns. A delete must give the index these same values
+    (the table is contentless), so they depend only on the row's tenant, user and content."""
+    words = fold(content).split()
+    t, u = _kw_prefix(tenant_id), _kw_prefix(tenant_id, user_key)
+    return " ".join(t + w for w in words), " ".join(u + w for w in words)
 
 
-def keyword_query(text: str, max_terms: int = 32) -> str | None:
+def keyword_query(text: str, max_terms: int = 32, prefix: str = "") -> str | None:
     """An FTS5 query OR-ing the words of free text, every word quoted so that nothing a
-    caller sends is read as FTS5 syntax."""
-    words = [w.lower() for w in _WORD.findall(text)]
-    kept = [w for w in words if w not in _STOPWORDS] or words
-    seen: builtins.list[str] = []
-    for w in kept:
-        if w not in seen:
-            seen.append(w)
-        if len(seen) == max_terms:
-            break
-    if not seen:
+    caller sends is read as FTS5 syntax; each word carries the scope's `prefix`."""
+    terms = keyword_terms(text, max_terms)
+    if not terms:
         return None
-    return " OR ".join(f'"{w}"' for w in seen)
+    return " OR ".join(f'"{prefix}{w}"' for w in terms)
 
 
 class SQLiteStore:
@@ -324,8 +338,7 @@ class SQLiteStore:
                     ).fetchone():
                         conn.execute("COMMIT")
                         continue
-                    for stmt in _split_script(step):
-                        conn.execute(stmt)
+                    step(_InTransaction(conn))
                     conn.execute(
                         "INSERT INTO schema_migrations VALUES (?, ?)",
                         (name, datetime.now(UTC).isoformat()),
@@ -462,10 +475,8 @@ class SQLiteStore:
                 "INSERT INTO memory_vectors VALUES (?, ?, ?)",
                 (rowid, record.embedding_model or self._model, blob),
             )
-            conn.execute(
-                "INSERT INTO memories_fts (rowid, scope, content) VALUES (?, ?, ?)",
-                (rowid, _scope_tokens(record.tenant_id, record.user_id or ""), record.content),
-            )
+            conn.execute(_KW_INSERT, (rowid, *_kw_values(
+                record.tenant_id, record.user_id or "", record.content)))
             self._insert_event(conn, event)
             self._queue_partition(rowid, record, vector)
 
@@ -473,12 +484,12 @@ class SQLiteStore:
         blob = None if vector is None else self._check_vector(vector)
         with self._write(record.tenant_id, record.user_id) as conn:
             row = conn.execute(
-                "SELECT rowid, content FROM memories WHERE tenant_id = ? AND id = ?",
+                "SELECT rowid, user_key, content FROM memories WHERE tenant_id = ? AND id = ?",
                 (record.tenant_id, record.id),
             ).fetchone()
             if row is None:
                 raise StoreError(f"memory {record.id} vanished during update")
-            rowid, old_content = int(row[0]), row[1]
+            rowid, old_user, old_content = int(row[0]), row[1], row[2]
             values = _row_values(record)
             try:
                 conn.execute(_UPDATE, (*values[2:], record.tenant_id, record.id))
@@ -489,26 +500,25 @@ class SQLiteStore:
                     "UPDATE memory_vectors SET vector = ?, model = ? WHERE memory_rowid = ?",
                     (blob, record.embedding_model or self._model, rowid),
                 )
-            if old_content != record.content:
-                conn.execute("DELETE FROM memories_fts WHERE rowid = ?", (rowid,))
-                conn.execute(
-                    "INSERT INTO memories_fts (rowid, scope, content) VALUES (?, ?, ?)",
-                    (rowid, _scope_tokens(record.tenant_id, record.user_id or ""),
-                     record.content),
-                )
+            new_user = record.user_id or ""
+            if old_content != record.content or old_user != new_user:
+                conn.execute(_KW_DELETE, (rowid, *_kw_values(
+                    record.tenant_id, old_user, old_content)))
+                conn.execute(_KW_INSERT, (rowid, *_kw_values(
+                    record.tenant_id, new_user, record.content)))
             self._insert_event(conn, event)
             self._queue_partition(rowid, record, vector)
 
     def delete(self, tenant_id: str, memory_id: str, event: HistoryEvent) -> bool:
         with self._write(tenant_id, None) as conn:
             row = conn.execute(
-                "SELECT rowid, user_key FROM memories WHERE tenant_id = ? AND id = ?",
+                "SELECT rowid, user_key, content FROM memories WHERE tenant_id = ? AND id = ?",
                 (tenant_id, memory_id),
             ).fetchone()
             if row is None:
                 return False
             rowid, user_key = int(row[0]), row[1]
-            conn.execute("DELETE FROM memories_fts WHERE rowid = ?", (rowid,))
+            conn.execute(_KW_DELETE, (rowid, *_kw_values(tenant_id, user_key, row[2])))
             conn.execute("DELETE FROM memory_vectors WHERE memory_rowid = ?", (rowid,))
             conn.execute("DELETE FROM memories WHERE rowid = ?", (rowid,))
             conn.execute(
@@ -539,10 +549,8 @@ class SQLiteStore:
                 except sqlite3.IntegrityError as exc:
                     raise StoreError(f"could not insert memory {rec.id}: {exc}") from exc
                 rowid = int(cur.lastrowid or 0)
-                conn.execute(
-                    "INSERT INTO memories_fts (rowid, scope, content) VALUES (?, ?, ?)",
-                    (rowid, _scope_tokens(rec.tenant_id, rec.user_id or ""), rec.content),
-                )
+                conn.execute(_KW_INSERT, (rowid, *_kw_values(
+                    rec.tenant_id, rec.user_id or "", rec.content)))
                 if blob is None:
                     self._bump(rec.tenant_id, rec.user_id or "")
                     continue
@@ -687,22 +695,22 @@ class SQLiteStore:
     def keyword_search(
         self, filters: Filters, query: str, k: int
     ) -> builtins.list[tuple[str, float]]:
-        terms = keyword_query(query)
+        # one user's words (or the whole tenant's): their postings hold only that scope
+        if filters.user_id is not None or filters.exact_scope:
+            column, weights = "u", "0.0, 1.0"
+            prefix = _kw_prefix(filters.tenant_id, filters.user_id or "")
+        else:
+            column, weights, prefix = "t", "1.0, 0.0", _kw_prefix(filters.tenant_id)
+        terms = keyword_query(query, prefix=prefix)
         if terms is None or k <= 0:
             return []
-        user_key = filters.user_id
-        scope_tok = (
-            f"u{_token(filters.tenant_id, user_key)}" if user_key is not None
-            else f"t{_token(filters.tenant_id)}"
-        )
-        match = f"scope : {scope_tok} AND content : ({terms})"
         where, params = self._where(filters)
         try:
             rows = self._conn().execute(
-                "SELECT m.id, -bm25(memories_fts, 0.0, 1.0) AS s FROM memories_fts "
-                "JOIN memories m ON m.rowid = memories_fts.rowid "
-                f"WHERE memories_fts MATCH ? AND {where} ORDER BY s DESC LIMIT ?",
-                (match, *params, k),
+                f"SELECT m.id, -bm25(memories_kw, {weights}) AS s FROM memories_kw "
+                "JOIN memories m ON m.rowid = memories_kw.rowid "
+                f"WHERE memories_kw MATCH ? AND {where} ORDER BY s DESC LIMIT ?",
+                (f"{column} : ({terms})", *params, k),
             ).fetchall()
         except sqlite3.OperationalError as exc:  # should not happen: every term is quoted
             raise StoreError(f"full-text query failed: {exc}") from exc
@@ -1076,32 +1084,31 @@ def _api_key(row: Sequence[Any]) -> ApiKey:
                   last_used_at=_dt(row[8]), rate_limit=row[9])
 
 
-def _split_script(step: Any) -> builtins.list[str]:
-    """Run a migration step against a recorder and return its statements, so the step runs
-    inside our transaction (executescript would commit on its own)."""
+class _InTransaction:
+    """The connection as a migration step sees it: `executescript` runs statement by
+    statement, so the step stays inside the runner's transaction (sqlite3's own
+    executescript would commit first)."""
 
-    class Recorder:
-        def __init__(self) -> None:
-            self.statements: builtins.list[str] = []
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
 
-        def executescript(self, script: str) -> None:
-            buf = ""
-            for line in script.splitlines(keepends=True):
-                if line.strip().startswith("--"):
-                    continue
-                buf += line
-                if sqlite3.complete_statement(buf):
-                    self.statements.append(buf.strip())
-                    buf = ""
-            if buf.strip():
-                self.statements.append(buf.strip())
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
 
-        def execute(self, sql: str, *_: Any) -> None:
-            self.statements.append(sql)
+    def executemany(self, sql: str, rows: Any) -> sqlite3.Cursor:
+        return self.conn.executemany(sql, rows)
 
-    rec = Recorder()
-    step(rec)
-    return rec.statements
+    def executescript(self, script: str) -> None:
+        buf = ""
+        for line in script.splitlines(keepends=True):
+            if line.strip().startswith("--"):
+                continue
+            buf += line
+            if sqlite3.complete_statement(buf):
+                self.conn.execute(buf.strip())
+                buf = ""
+        if buf.strip():
+            self.conn.execute(buf.strip())
 
 
 def _row_values(r: MemoryRecord) -> tuple[Any, ...]:
