@@ -28,7 +28,8 @@ from engramdb.models import HistoryEvent, MemoryRecord, Status
 from engramdb.storage import sqlite as sqlite_mod
 from engramdb.storage.base import Filters
 from engramdb.storage.migrations import Migrations
-from engramdb.storage.sqlite import SQLiteStore, keyword_query
+from engramdb.storage.sqlite import SQLiteStore
+from engramdb.storage.text import keyword_terms
 from engramdb.storage.vector_index import ANY, Partition
 
 DIM = 8
@@ -631,8 +632,8 @@ def test_every_indexed_word_carries_its_scope_prefix(texts: list[str]) -> None:
         terms = kw_terms(s)
         assert terms
         bad = [t for t in terms
-               if not (t[0] in "tu" and len(t) >= 17 and all(c in "0123456789abcdef"
-                                                            for c in t[1:17]))]
+               if not (t[0] in "tp" and len(t) >= 14
+                       and all(c in sqlite_mod._KW_ALPHABET for c in t[1:14]))]
         assert bad == []
         s.close()
 
@@ -668,6 +669,62 @@ def test_keyword_index_follows_updates_and_deletes(db: Path) -> None:
     s.close()
 
 
+def test_keyword_idf_comes_from_the_whole_tenant(db: Path) -> None:
+    """Within u1 both words occur once; across the tenant "coffee" is common, so the
+    memory with the rare word ranks first (per-user idf would tie them)."""
+    s = open_store(db)
+    common = record(content="coffee meeting notes", user_id="u1")
+    rare = record(content="zanzibar meeting notes", user_id="u1")
+    others = [record(content=f"coffee order {i}", user_id="u2") for i in range(30)]
+    for i, r in enumerate([common, rare, *others]):
+        s.insert(r, unit(i), event(r))
+    hits = s.keyword_search(F(user_id="u1"), "coffee zanzibar", 5)
+    assert ids(hits) == [rare.id, common.id]
+    assert hits[0][1] > hits[1][1] * 2
+    # the other tenant's words do not count
+    t2 = [record(tenant_id="t2", content=f"zanzibar trip {i}", user_id="u1") for i in range(30)]
+    for i, r in enumerate(t2):
+        s.insert(r, unit(100 + i), event(r))
+    assert ids(s.keyword_search(F(user_id="u1"), "coffee zanzibar", 5)) == [rare.id, common.id]
+    # a small tenant's counts are exact on every query: zanzibar turning common shows at once
+    for i in range(60):
+        r = record(content=f"zanzibar again {i}", user_id="u3")
+        s.insert(r, unit(200 + i), event(r))
+    assert ids(s.keyword_search(F(user_id="u1"), "coffee zanzibar", 5)) == [common.id, rare.id]
+    s.close()
+
+
+def test_keyword_stats_of_a_large_tenant_are_cached_for_a_while(
+        db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_mod, "KW_EXACT_ROWS", 1)
+    s = open_store(db)
+    a = record(content="coffee meeting", user_id="u1")
+    b = record(content="zanzibar meeting", user_id="u1")
+    for i, r in enumerate([a, b, *[record(content=f"coffee {i}", user_id="u2")
+                                   for i in range(20)]]):
+        s.insert(r, unit(i), event(r))
+    assert ids(s.keyword_search(F(user_id="u1"), "coffee zanzibar", 5)) == [b.id, a.id]
+    for i in range(60):
+        r = record(content=f"zanzibar {i}", user_id="u3")
+        s.insert(r, unit(100 + i), event(r))
+    # counted a moment ago: still the cached statistics
+    assert ids(s.keyword_search(F(user_id="u1"), "coffee zanzibar", 5)) == [b.id, a.id]
+    monkeypatch.setattr(sqlite_mod, "KW_STATS_TTL", 0.0)
+    assert ids(s.keyword_search(F(user_id="u1"), "coffee zanzibar", 5)) == [a.id, b.id]
+    s.close()
+
+
+def test_keyword_search_without_sqlite_math_functions(db: Path) -> None:
+    s = open_store(db)
+    r = record(content="apricot jam", user_id="u1")
+    s.insert(r, unit(1), event(r))
+    expected = s.keyword_search(F(user_id="u1"), "apricot", 5)
+    conn = s._conn()
+    conn.create_function("ln", 1, lambda x: __import__("math").log(x), deterministic=True)
+    assert s.keyword_search(F(user_id="u1"), "apricot", 5) == expected
+    s.close()
+
+
 def test_migration_0004_builds_the_keyword_index_from_rows(db: Path) -> None:
     s = open_store(db)
     rows = [record(content=f"kiwi number {i}", user_id=f"u{i % 2}") for i in range(5)]
@@ -699,13 +756,23 @@ def test_migration_0004_builds_the_keyword_index_from_rows(db: Path) -> None:
     s.close()
 
 
-def test_keyword_query_quotes_every_word() -> None:
-    assert keyword_query('NEAR(a b) OR "x* -y') == '"near" OR "b" OR "x" OR "y"'
-    assert keyword_query("the cat and the hat") == '"cat" OR "hat"'
-    assert keyword_query("what is it") == '"what" OR "is" OR "it"'  # only stopwords: kept
-    assert keyword_query("Apple apple APPLE") == '"apple"'
-    assert keyword_query("🍎 !!! ") is None
-    assert keyword_query("") is None
-    assert keyword_query(" ".join(f"w{i}" for i in range(100))).count(" OR ") == 31
-    assert keyword_query("snake_case Cat", prefix="u0f") == '"u0fsnake" OR "u0fcase" OR "u0fcat"'
+def test_keyword_terms_are_plain_folded_words() -> None:
+    # nothing a caller sends can reach FTS5 as syntax: only runs of letters and digits
+    assert keyword_terms('NEAR(a b) OR "x* -y') == ["near", "b", "x", "y"]
+    assert keyword_terms("the cat and the hat") == ["cat", "hat"]
+    assert keyword_terms("what is it") == ["what", "is", "it"]  # only stopwords: kept
+    assert keyword_terms("Apple apple APPLE") == ["apple"]
+    assert keyword_terms("Crème brûlée_Ünïcode") == ["creme", "brulee", "unicode"]
+    assert keyword_terms("🍎 !!! ") == []
+    assert keyword_terms("") == []
+    assert len(keyword_terms(" ".join(f"w{i}" for i in range(100)))) == 32
 
+
+def test_keyword_search_treats_fts_syntax_as_words(db: Path) -> None:
+    s = open_store(db)
+    r = record(content="near the x-ray of column t", user_id="u1")
+    s.insert(r, unit(1), event(r))
+    for q in ('NEAR(x ray)', '"x-ray', "t : x", "x* OR NOT ray", "u : near", "{t u} : ray"):
+        assert ids(s.keyword_search(F(user_id="u1"), q, 5)) == [r.id], q
+    assert s.keyword_search(F(user_id="u1"), "( ) * : ^", 5) == []
+    s.close()

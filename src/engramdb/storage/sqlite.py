@@ -17,6 +17,7 @@ import json
 import math
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -225,6 +226,11 @@ _INSERT = (
     f"INSERT INTO memories ({', '.join(_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
 )
+#: Tenants with fewer rows get exact keyword statistics on every query (cheap there);
+#: larger ones reuse counts for KW_STATS_TTL seconds (at most KW_STATS_MAX_WORDS words).
+KW_EXACT_ROWS = 20_000
+KW_STATS_TTL = 60.0
+KW_STATS_MAX_WORDS = 50_000
 _KW_INSERT = "INSERT INTO memories_kw (rowid, t, u) VALUES (?, ?, ?)"
 _KW_DELETE = "INSERT INTO memories_kw (memories_kw, rowid, t, u) VALUES ('delete', ?, ?, ?)"
 _UPDATE = (
@@ -243,13 +249,23 @@ def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, tz=UTC)
 
 
+# The prefix alphabet has no vowels (nor y): the porter stemmer measures a word by its
+# vowel-consonant runs, and a prefix of consonants and digits merges with the word's first
+# consonants, so a prefixed word is stemmed as the bare word would be.
+_KW_ALPHABET = "0123456789bcdfghjklmnpqrstvwxz"
+
+
 def _kw_prefix(tenant_id: str, user_key: str | None = None) -> str:
     """The prefix of a scope's words in the keyword index: t + hash(tenant) for column t,
-    u + hash(tenant, user) for column u. Hex, so the tokenizer keeps it and the word as one
-    token, which the porter stemmer stems by its ending as it would the bare word."""
+    p + hash(tenant, user) for column u (64 bits in 13 characters of _KW_ALPHABET), so the
+    tokenizer keeps prefix and word as one token."""
     parts = (tenant_id,) if user_key is None else (tenant_id, user_key)
-    h = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).hexdigest()
-    return ("t" if user_key is None else "u") + h
+    n = int.from_bytes(hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest())
+    digits = []
+    for _ in range(13):
+        n, d = divmod(n, len(_KW_ALPHABET))
+        digits.append(_KW_ALPHABET[d])
+    return ("t" if user_key is None else "p") + "".join(digits)
 
 
 def _kw_values(tenant_id: str, user_key: str, content: str) -> tuple[str, str]:
@@ -260,13 +276,20 @@ def _kw_values(tenant_id: str, user_key: str, content: str) -> tuple[str, str]:
     return " ".join(t + w for w in words), " ".join(u + w for w in words)
 
 
-def keyword_query(text: str, max_terms: int = 32, prefix: str = "") -> str | None:
-    """An FTS5 query OR-ing the words of free text, every word quoted so that nothing a
-    caller sends is read as FTS5 syntax; each word carries the scope's `prefix`."""
-    terms = keyword_terms(text, max_terms)
-    if not terms:
-        return None
-    return " OR ".join(f'"{prefix}{w}"' for w in terms)
+def _kw_table_rows(conn: sqlite3.Connection) -> int:
+    """Rows in memories_kw, as FTS5's bm25() counts them: the first varint of the
+    table's averages record (id 1 of its %_data table)."""
+    row = conn.execute("SELECT block FROM memories_kw_data WHERE id = 1").fetchone()
+    if row is None or not row[0]:
+        return 0
+    value = 0
+    for i, byte in enumerate(row[0][:9]):
+        if i == 8:
+            return (value << 8) | byte
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            break
+    return value
 
 
 class SQLiteStore:
@@ -280,6 +303,8 @@ class SQLiteStore:
         self._readers_lock = threading.Lock()
         self._cache: dict[tuple[str, str], Partition] = {}
         self._cache_lock = threading.Lock()
+        # tenant -> (when counted, rows, {word: rows with the word}): see _tenant_idf
+        self._kw_stats: dict[str, tuple[float, int, dict[str, int]]] = {}
         self._dim: int | None = None
         self._model: str | None = None
         self._closed = False
@@ -294,6 +319,10 @@ class SQLiteStore:
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA busy_timeout = 30000")
+        try:
+            conn.execute("SELECT ln(1.0)")
+        except sqlite3.OperationalError:  # an SQLite built without its math functions
+            conn.create_function("ln", 1, math.log, deterministic=True)
         return conn
 
     def _conn(self) -> sqlite3.Connection:
@@ -695,26 +724,94 @@ class SQLiteStore:
     def keyword_search(
         self, filters: Filters, query: str, k: int
     ) -> builtins.list[tuple[str, float]]:
-        # one user's words (or the whole tenant's): their postings hold only that scope
+        """BM25 over the scope's postings, with idf from the whole tenant.
+
+        One FTS5 query per word reads only the scope's postings (column u for a user, t for
+        the whole tenant). FTS5's bm25() of a one-word query is idf_fts × tf-part, where
+        idf_fts counts the word's rows in the scope against the whole table; dividing it out
+        leaves the tf-part (term frequency, length normalisation: k1 = 1.2, b = 0.75), which
+        is weighted by the word's idf over the tenant (`_tenant_idf`). Per-scope idf ranked
+        worse on LongMemEval (docs/architecture.md).
+        """
+        words = keyword_terms(query)
+        if not words or k <= 0:
+            return []
         if filters.user_id is not None or filters.exact_scope:
             column, weights = "u", "0.0, 1.0"
             prefix = _kw_prefix(filters.tenant_id, filters.user_id or "")
         else:
             column, weights, prefix = "t", "1.0, 0.0", _kw_prefix(filters.tenant_id)
-        terms = keyword_query(query, prefix=prefix)
-        if terms is None or k <= 0:
-            return []
-        where, params = self._where(filters)
+        conn = self._conn()
+        # one snapshot: bm25() must count the same table as table_rows does
+        own = not conn.in_transaction
+        if own:
+            conn.execute("BEGIN")
         try:
-            rows = self._conn().execute(
-                f"SELECT m.id, -bm25(memories_kw, {weights}) AS s FROM memories_kw "
-                "JOIN memories m ON m.rowid = memories_kw.rowid "
-                f"WHERE memories_kw MATCH ? AND {where} ORDER BY s DESC LIMIT ?",
-                (f"{column} : ({terms})", *params, k),
+            return self._keyword_search(conn, filters, words, column, weights, prefix, k)
+        finally:
+            if own:
+                conn.execute("COMMIT")
+
+    def _keyword_search(self, conn: sqlite3.Connection, filters: Filters,
+                        words: builtins.list[str], column: str, weights: str, prefix: str,
+                        k: int) -> builtins.list[tuple[str, float]]:
+        table_rows = _kw_table_rows(conn)
+        idfs = self._tenant_idf(conn, filters.tenant_id, words)
+        matches = [f'{column} : "{prefix}{word}"' for word in words]
+        where, params = self._where(filters)
+        # each word's rows in the scope (materialised: bm25() works only straight over its
+        # FTS5 cursor), scaled by idf_tenant / idf_fts, summed per row
+        ctes = ", ".join(
+            f"w{i} AS MATERIALIZED (SELECT rowid AS r, -bm25(memories_kw, {weights}) AS x "
+            "FROM memories_kw WHERE memories_kw MATCH ?)" for i in range(len(words)))
+        union = " UNION ALL ".join(
+            f"SELECT r, x * ? / max(1e-6, ln(max(1e-9, (? - (SELECT count(*) FROM w{i}) + 0.5) "
+            f"/ ((SELECT count(*) FROM w{i}) + 0.5)))) AS x FROM w{i}"
+            for i in range(len(words)))
+        scale = [v for word in words for v in (idfs[word], table_rows)]
+        try:
+            rows = conn.execute(
+                f"WITH {ctes} SELECT m.id, w.s FROM "
+                f"(SELECT r, sum(x) AS s FROM ({union}) GROUP BY r) AS w "
+                f"JOIN memories m ON m.rowid = w.r WHERE {where} ORDER BY w.s DESC LIMIT ?",
+                (*matches, *scale, *params, k),
             ).fetchall()
-        except sqlite3.OperationalError as exc:  # should not happen: every term is quoted
+        except sqlite3.OperationalError as exc:  # should not happen: every word is quoted
             raise StoreError(f"full-text query failed: {exc}") from exc
         return [(r[0], float(r[1])) for r in rows]
+
+    def _tenant_idf(self, conn: sqlite3.Connection, tenant_id: str,
+                    words: Sequence[str]) -> dict[str, float]:
+        """idf = ln(1 + (n − df + 0.5) / (df + 0.5)) of each word over the tenant's rows.
+
+        Counting a common word's rows walks its postings across the tenant (~1 ms per
+        word at 100k rows), so above KW_EXACT_ROWS rows the counts are cached for
+        KW_STATS_TTL seconds: idf moves slowly, and stale counts shift scores, never which
+        rows match. Small tenants are counted afresh on every query."""
+        now = time.monotonic()
+        cache = self._kw_stats
+        entry = cache.get(tenant_id)
+        if entry is None or now - entry[0] > KW_STATS_TTL or entry[1] < KW_EXACT_ROWS:
+            n = int(conn.execute(
+                "SELECT count(*) FROM memories WHERE tenant_id = ?", (tenant_id,)
+            ).fetchone()[0])
+            entry = (now, n, {})
+            if n >= KW_EXACT_ROWS:
+                cache[tenant_id] = entry
+        _, n, dfs = entry
+        tprefix = _kw_prefix(tenant_id)
+        out = {}
+        for word in words:
+            df = dfs.get(word)
+            if df is None:
+                df = int(conn.execute(
+                    "SELECT count(*) FROM memories_kw WHERE memories_kw MATCH ?",
+                    (f't : "{tprefix}{word}"',),
+                ).fetchone()[0])
+                if n >= KW_EXACT_ROWS and len(dfs) < KW_STATS_MAX_WORDS:
+                    dfs[word] = df
+            out[word] = math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+        return out
 
     # -- vectors -----------------------------------------------------------------------
 
