@@ -437,6 +437,7 @@ class FakeEmbedder:
 
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
+        self.threads: list[str] = []
         self.closed = 0
         self.entered = threading.Event()
         self.gate: threading.Event | None = None
@@ -450,6 +451,7 @@ class FakeEmbedder:
 
     def embed(self, texts: Sequence[str]) -> EmbedResult:
         self.calls.append(list(texts))
+        self.threads.append(threading.current_thread().name)
         self.entered.set()
         if self.gate is not None:
             assert self.gate.wait(TIMEOUT)
@@ -506,6 +508,34 @@ def test_error_reaches_only_its_caller_and_batcher_recovers() -> None:
         stats = batcher.stats()
         assert stats.failed_requests == 1
         assert stats.requests == 3
+    finally:
+        batcher.close()
+
+
+def test_lone_caller_runs_inline_and_busy_model_queues_the_rest() -> None:
+    fake = FakeEmbedder()
+    batcher = MicroBatcher(fake, max_batch=16)
+    try:
+        one = batcher.embed(["alone"])
+        np.testing.assert_array_equal(one.vectors[0], FakeEmbedder.vector("alone"))
+        assert fake.threads == [threading.current_thread().name]  # no hop to the worker
+        with ThreadPoolExecutor(4) as pool:
+            held = hold_worker(fake, batcher, pool)  # a caller holds the model, inline
+            assert fake.threads[-1] != "engram-embed-batcher"
+            others = [pool.submit(batcher.embed, [f"q{i}"]) for i in range(3)]
+            wait_until(lambda: batcher.stats().queued_requests == 3)
+            assert len(fake.calls) == 2  # nobody ran beside the held caller
+            assert fake.gate is not None
+            fake.gate.set()
+            held.result(TIMEOUT)
+            for i, f in enumerate(others):
+                np.testing.assert_array_equal(f.result(TIMEOUT).vectors[0],
+                                              FakeEmbedder.vector(f"q{i}"))
+        # the three queued while the model was busy shared one run, on the worker
+        assert sorted(fake.calls[2]) == ["q0", "q1", "q2"]
+        assert fake.threads[2] == "engram-embed-batcher"
+        stats = batcher.stats()
+        assert stats.inline_batches == 2 and stats.batches == 3 and stats.requests == 5
     finally:
         batcher.close()
 
