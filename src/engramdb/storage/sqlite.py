@@ -14,6 +14,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import json
+import logging
 import math
 import sqlite3
 import threading
@@ -49,6 +50,7 @@ from .text import fold, keyword_terms
 from .vector_index import ANY, Partition
 
 migrations = Migrations("sqlite")
+log = logging.getLogger("engram.storage")
 
 
 @migrations.step("0001_initial")
@@ -212,6 +214,10 @@ def _keyword_index(conn: Any) -> None:
         );
         """
     )
+    total = int(conn.execute("SELECT count(*) FROM memories").fetchone()[0])
+    if total:
+        log.warning("rebuilding the keyword index of %s memories (once, ~8 s per 100k)",
+                    f"{total:,}")
     rows = conn.execute("SELECT rowid, tenant_id, user_key, content FROM memories")
     conn.executemany(
         "INSERT INTO memories_kw (rowid, t, u) VALUES (?, ?, ?)",
