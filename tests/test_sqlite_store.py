@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from engramdb.errors import StoreError
 from engramdb.models import HistoryEvent, MemoryRecord, Status
+from engramdb.storage import keyword_stats
 from engramdb.storage import sqlite as sqlite_mod
 from engramdb.storage.base import Filters
 from engramdb.storage.migrations import Migrations
@@ -696,7 +697,7 @@ def test_keyword_idf_comes_from_the_whole_tenant(db: Path) -> None:
 
 def test_keyword_stats_of_a_large_tenant_are_cached_for_a_while(
         db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sqlite_mod, "KW_EXACT_ROWS", 1)
+    monkeypatch.setattr(keyword_stats, "EXACT_ROWS", 1)
     s = open_store(db)
     a = record(content="coffee meeting", user_id="u1")
     b = record(content="zanzibar meeting", user_id="u1")
@@ -709,7 +710,7 @@ def test_keyword_stats_of_a_large_tenant_are_cached_for_a_while(
         s.insert(r, unit(100 + i), event(r))
     # counted a moment ago: still the cached statistics
     assert ids(s.keyword_search(F(user_id="u1"), "coffee zanzibar", 5)) == [b.id, a.id]
-    monkeypatch.setattr(sqlite_mod, "KW_STATS_TTL", 0.0)
+    monkeypatch.setattr(keyword_stats, "TTL", 0.0)
     assert ids(s.keyword_search(F(user_id="u1"), "coffee zanzibar", 5)) == [a.id, b.id]
     s.close()
 

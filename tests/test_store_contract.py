@@ -546,6 +546,24 @@ def test_keyword_search_finds_words_and_ranks(store: Store, mk: Maker) -> None:
     assert store.keyword_search(F(), "apple", 0) == []
 
 
+def test_keyword_idf_is_the_tenants(store: Store, mk: Maker) -> None:
+    """Within u1 each word occurs once; across the tenant "coffee" is common, so the memory
+    with the rare word ranks first (idf counted within the user would tie them)."""
+    common = mk.add(content="coffee meeting notes")
+    rare = mk.add(content="zanzibar meeting notes")
+    for i in range(30):
+        mk.add(content=f"coffee order {i}", user_id="u2")
+    for i in range(30):  # another tenant's words do not count
+        mk.add(content=f"zanzibar trip {i}", tenant_id="t2")
+    hits = store.keyword_search(F(user_id="u1"), "coffee zanzibar", 5)
+    assert ids(hits) == [rare.id, common.id]
+    assert hits[0][1] > 1.5 * hits[1][1]
+    for i in range(60):  # zanzibar turns common in this (small) tenant: seen at once
+        mk.add(content=f"zanzibar again {i}", user_id="u3")
+    assert ids(store.keyword_search(F(user_id="u1"), "coffee zanzibar", 5)) == [
+        common.id, rare.id]
+
+
 def test_keyword_search_stopword_only_query(store: Store, mk: Maker) -> None:
     rec = mk.add(content="it is what it is")
     other = mk.add(content="entirely unrelated")

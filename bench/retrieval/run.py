@@ -296,6 +296,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--db", type=Path, default=None,
                     help="keep the database in this file and reuse it on the next run "
                     "(questions already stored are not ingested again; give --user-prefix)")
+    ap.add_argument("--database-url", default=None, metavar="URL",
+                    help="store the haystacks in this database instead of a temporary SQLite "
+                    "file, e.g. postgresql://... (the store's own tables; users are prefixed "
+                    "per run)")
     ap.add_argument("--http", metavar="URL", help="measure a running server instead")
     ap.add_argument("--key", help="API key for --http (memories:read and memories:write)")
     ap.add_argument("--user-prefix", default=None,
@@ -361,7 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             warm_cache(caching, questions, roles)
         clock = FrozenClock()
         with tempfile.TemporaryDirectory(dir=args.db_dir, prefix="lme-") as tmp:
-            base = Engram(path=args.db or Path(tmp) / "lme.db", embedder=embedder, clock=clock,
+            base = Engram(path=args.database_url or args.db or Path(tmp) / "lme.db",
+                          embedder=embedder, clock=clock,
                           settings=Settings(access_flush_seconds=0))
             todo = [q for q in questions
                     if base.list(user_id=user_of(q, prefix), limit=1).total == 0]
@@ -388,6 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             base.service.store.close()
         inner.close()
         info["configs"] = configs
+        info["store"] = type(base.service.store).__name__
 
     text = report(results, ingest)
     print(text if not args.quiet else text.split("Per question type")[0])

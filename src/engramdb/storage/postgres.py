@@ -81,6 +81,7 @@ from ..models import (
     Tier,
 )
 from .base import MEMORY_COLUMNS, Filters, RankFields, StoredMemory, Vector
+from .keyword_stats import TenantWordStats
 from .migrations import Migrations
 from .text import fold, keyword_terms
 
@@ -448,6 +449,7 @@ class PostgresStore:
         self._pgvector: tuple[int, ...] | None = None
         self._tenant_rows: dict[str, tuple[float, int]] = {}
         self._closed = False
+        self._kw_stats = TenantWordStats()
         self._pool = ConnectionPool(
             url, min_size=pool_min, max_size=max(pool_min, pool_max),
             kwargs={"autocommit": True}, configure=self._configure, open=False,
@@ -822,32 +824,49 @@ class PostgresStore:
             token = f"t{_token(filters.tenant_id)}"
         # the scope word is ours (hex), the query words go through plainto_tsquery one by one
         match = f"{where} AND m.tsv @@ (plainto_tsquery('simple', %s) && ({tsquery}))"
-        # BM25 from the tsvector: tf from a lexeme's positions, dl = distinct lexemes,
-        # n and df over the matching rows of the scope. setweight + ts_filter keep only the
-        # query's lexemes of each row before unnest (cheaper than unnesting them all).
+        # BM25 from the tsvector: tf from a lexeme's positions, dl = distinct lexemes and
+        # avgdl over the matching rows of the scope, idf over the whole tenant (as the SQLite
+        # store: storage/keyword_stats.py), passed in per word. setweight + ts_filter keep
+        # only the query's lexemes of each row before unnest (cheaper than unnesting all).
         sql = f"""
             WITH terms AS (SELECT tsvector_to_array(to_tsvector('engram', %s)) AS lexemes),
+            idf AS (
+                SELECT l.lexeme, max(x.idf) AS idf
+                FROM unnest(%s::text[], %s::float8[]) AS x(word, idf),
+                     unnest(tsvector_to_array(to_tsvector('engram', x.word))) AS l(lexeme)
+                GROUP BY l.lexeme
+            ),
             cand AS MATERIALIZED (
                 SELECT m.id, m.seq, length(m.tsv)::float8 AS dl,
                        ts_filter(setweight(m.tsv, 'A', q.lexemes), '{{a}}') AS hits
                 FROM memories m CROSS JOIN terms q WHERE {match}
             ),
-            stats AS (SELECT count(*)::float8 AS n, avg(dl) AS avgdl FROM cand),
+            stats AS (SELECT avg(dl) AS avgdl FROM cand),
             tf AS (
                 SELECT c.id, c.seq, c.dl, t.lexeme, cardinality(t.positions)::float8 AS tf
                 FROM cand c, unnest(c.hits) AS t(lexeme, positions, weights)
                 WHERE cardinality(t.positions) > 0
-            ),
-            df AS (SELECT lexeme, count(*)::float8 AS df FROM tf GROUP BY lexeme)
+            )
             SELECT tf.id, sum(
-                ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5))
+                idf.idf
                 * tf.tf * 2.2 / (tf.tf + 1.2 * (0.25 + 0.75 * tf.dl / greatest(s.avgdl, 1)))
             ) AS score
-            FROM tf JOIN df USING (lexeme) CROSS JOIN stats s
+            FROM tf JOIN idf USING (lexeme) CROSS JOIN stats s
             GROUP BY tf.id, tf.seq ORDER BY score DESC, tf.seq DESC LIMIT %s
         """
+        tenant_token = f"t{_token(filters.tenant_id)}"
         with self._conn() as conn:
-            rows = conn.execute(sql, (" ".join(terms), *params, token, *terms, k)).fetchall()
+            idfs = self._kw_stats.idf(
+                filters.tenant_id, terms,
+                lambda: _scalar(conn, "SELECT count(*) FROM memories WHERE tenant_id = %s",
+                                [filters.tenant_id]),
+                lambda word: _scalar(
+                    conn, "SELECT count(*) FROM memories WHERE tenant_id = %s AND tsv @@ "
+                    "(plainto_tsquery('simple', %s) && plainto_tsquery('engram', %s))",
+                    [filters.tenant_id, tenant_token, word]),
+            )
+            rows = conn.execute(sql, (" ".join(terms), terms, [idfs[t] for t in terms],
+                                      *params, token, *terms, k)).fetchall()
         return [(r[0], float(r[1])) for r in rows]
 
     # -- vectors -----------------------------------------------------------------------

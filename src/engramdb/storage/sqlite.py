@@ -18,7 +18,6 @@ import logging
 import math
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -45,6 +44,7 @@ from ..models import (
     Tier,
 )
 from .base import MEMORY_COLUMNS, Filters, RankFields, StoredMemory, Vector
+from .keyword_stats import TenantWordStats
 from .migrations import Migrations
 from .text import fold, keyword_terms
 from .vector_index import ANY, Partition
@@ -232,11 +232,6 @@ _INSERT = (
     f"INSERT INTO memories ({', '.join(_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
 )
-#: Tenants with fewer rows get exact keyword statistics on every query (cheap there);
-#: larger ones reuse counts for KW_STATS_TTL seconds (at most KW_STATS_MAX_WORDS words).
-KW_EXACT_ROWS = 20_000
-KW_STATS_TTL = 60.0
-KW_STATS_MAX_WORDS = 50_000
 _KW_INSERT = "INSERT INTO memories_kw (rowid, t, u) VALUES (?, ?, ?)"
 _KW_DELETE = "INSERT INTO memories_kw (memories_kw, rowid, t, u) VALUES ('delete', ?, ?, ?)"
 _UPDATE = (
@@ -309,8 +304,7 @@ class SQLiteStore:
         self._readers_lock = threading.Lock()
         self._cache: dict[tuple[str, str], Partition] = {}
         self._cache_lock = threading.Lock()
-        # tenant -> (when counted, rows, {word: rows with the word}): see _tenant_idf
-        self._kw_stats: dict[str, tuple[float, int, dict[str, int]]] = {}
+        self._kw_stats = TenantWordStats()
         self._dim: int | None = None
         self._model: str | None = None
         self._closed = False
@@ -788,36 +782,15 @@ class SQLiteStore:
 
     def _tenant_idf(self, conn: sqlite3.Connection, tenant_id: str,
                     words: Sequence[str]) -> dict[str, float]:
-        """idf = ln(1 + (n − df + 0.5) / (df + 0.5)) of each word over the tenant's rows.
-
-        Counting a common word's rows walks its postings across the tenant (~1 ms per
-        word at 100k rows), so above KW_EXACT_ROWS rows the counts are cached for
-        KW_STATS_TTL seconds: idf moves slowly, and stale counts shift scores, never which
-        rows match. Small tenants are counted afresh on every query."""
-        now = time.monotonic()
-        cache = self._kw_stats
-        entry = cache.get(tenant_id)
-        if entry is None or now - entry[0] > KW_STATS_TTL or entry[1] < KW_EXACT_ROWS:
-            n = int(conn.execute(
-                "SELECT count(*) FROM memories WHERE tenant_id = ?", (tenant_id,)
-            ).fetchone()[0])
-            entry = (now, n, {})
-            if n >= KW_EXACT_ROWS:
-                cache[tenant_id] = entry
-        _, n, dfs = entry
         tprefix = _kw_prefix(tenant_id)
-        out = {}
-        for word in words:
-            df = dfs.get(word)
-            if df is None:
-                df = int(conn.execute(
-                    "SELECT count(*) FROM memories_kw WHERE memories_kw MATCH ?",
-                    (f't : "{tprefix}{word}"',),
-                ).fetchone()[0])
-                if n >= KW_EXACT_ROWS and len(dfs) < KW_STATS_MAX_WORDS:
-                    dfs[word] = df
-            out[word] = math.log(1.0 + (n - df + 0.5) / (df + 0.5))
-        return out
+        return self._kw_stats.idf(
+            tenant_id, words,
+            lambda: int(conn.execute("SELECT count(*) FROM memories WHERE tenant_id = ?",
+                                     (tenant_id,)).fetchone()[0]),
+            lambda word: int(conn.execute(
+                "SELECT count(*) FROM memories_kw WHERE memories_kw MATCH ?",
+                (f't : "{tprefix}{word}"',)).fetchone()[0]),
+        )
 
     # -- vectors -----------------------------------------------------------------------
 
