@@ -81,9 +81,21 @@ class Partition:
             self.pos[self.ids[i]] = i
         self.n = last
 
-    def similarities(self, query: F32, memory_ids: Iterable[str]) -> dict[str, float]:
-        """Cosine of the query to the given memories, for those held here."""
-        rows = [(mid, i) for mid in memory_ids if (i := self.pos.get(mid)) is not None]
+    def similarities(self, query: F32, memory_ids: Iterable[str], now: float = -math.inf,
+                     *, agent: Any = ANY, session: Any = ANY, namespace: Any = ANY,
+                     include_inactive: bool = True) -> dict[str, float]:
+        """Cosine of the query to the given memories, for those held here that pass the
+        same attribute filters as `search` (by default none)."""
+        rows = []
+        for mid in memory_ids:
+            i = self.pos.get(mid)
+            if i is None or self.expires[i] <= now \
+                    or (not include_inactive and not self.active[i]) \
+                    or (agent is not ANY and self.agent[i] != agent) \
+                    or (session is not ANY and self.session[i] != session) \
+                    or (namespace is not ANY and self.namespace[i] != namespace):
+                continue
+            rows.append((mid, i))
         if not rows:
             return {}
         sims = self.mat[[i for _, i in rows]] @ query
