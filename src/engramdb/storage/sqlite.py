@@ -607,41 +607,35 @@ class SQLiteStore:
         ).fetchone()
         return None if row is None else _record(row)
 
-    def get_many(self, tenant_id: str, memory_ids: Sequence[str]) -> dict[str, MemoryRecord]:
-        if not memory_ids:
-            return {}
-        out: dict[str, MemoryRecord] = {}
+    def _rows_by_id(self, select: str, tenant_id: str,
+                    memory_ids: Sequence[str]) -> Iterator[Any]:
+        """Rows of `select` (ending in a FROM clause on `memories m`) for the given ids of
+        a tenant, each id once, 500 ids to a query."""
         conn = self._conn()
         ids = list(dict.fromkeys(memory_ids))
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
             marks = ",".join("?" for _ in chunk)
-            for row in conn.execute(
-                _SELECT + f" WHERE m.tenant_id = ? AND m.id IN ({marks})", (tenant_id, *chunk)
-            ):
-                rec = _record(row)
-                out[rec.id] = rec
+            yield from conn.execute(f"{select} WHERE m.tenant_id = ? AND m.id IN ({marks})",
+                                    (tenant_id, *chunk))
+
+    def get_many(self, tenant_id: str, memory_ids: Sequence[str]) -> dict[str, MemoryRecord]:
+        out: dict[str, MemoryRecord] = {}
+        for row in self._rows_by_id(_SELECT, tenant_id, memory_ids):
+            rec = _record(row)
+            out[rec.id] = rec
         return out
 
     def rank_fields(self, tenant_id: str, memory_ids: Sequence[str]) -> dict[str, RankFields]:
-        if not memory_ids:
-            return {}
-        out: dict[str, RankFields] = {}
-        conn = self._conn()
-        ids = list(dict.fromkeys(memory_ids))
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            marks = ",".join("?" for _ in chunk)
-            for (mid, importance, relevance, decay, pinned, created, accessed,
-                 session) in conn.execute(
-                "SELECT id, importance, relevance, decay_rate, pinned, created_at, "
-                "last_accessed_at, session_id FROM memories "
-                f"WHERE tenant_id = ? AND id IN ({marks})", (tenant_id, *chunk)
-            ):
-                out[mid] = RankFields(importance, relevance, decay, bool(pinned),
-                                      datetime.fromtimestamp(created, tz=UTC),
-                                      _dt(accessed), session)
-        return out
+        return {
+            mid: RankFields(importance, relevance, decay, bool(pinned),
+                            datetime.fromtimestamp(created, tz=UTC), _dt(accessed), session)
+            for mid, importance, relevance, decay, pinned, created, accessed, session
+            in self._rows_by_id(
+                "SELECT m.id, m.importance, m.relevance, m.decay_rate, m.pinned, "
+                "m.created_at, m.last_accessed_at, m.session_id FROM memories m",
+                tenant_id, memory_ids)
+        }
 
     def get_vector(self, tenant_id: str, memory_id: str) -> Vector | None:
         row = self._conn().execute(
