@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 
 #: Tenants with fewer rows are counted on every query.
-EXACT_ROWS = 20_000
+EXACT_ROWS = 1_000
 #: How long a larger tenant's counts are reused, in seconds.
 TTL = 60.0
 #: At most this many words' counts are kept per tenant.
