@@ -412,7 +412,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--db-dir", type=Path, default=None,
                    help="parent of the temporary database directory (default: system temp)")
     p.add_argument("--keep", action="store_true", help="keep the databases afterwards")
+    p.add_argument("--search-only", type=Path, default=None, metavar="DB",
+                   help="no ingest: measure search again on a database kept by --keep "
+                   "(e.g. on a quiet machine), writing --out (default "
+                   "bench/results/core-search.json)")
     args = p.parse_args(argv)
+    if args.search_only is not None and args.out == Path("bench/results/core.json"):
+        args.out = Path("bench/results/core-search.json")
     args.sizes = sorted(set(args.sizes))
     if args.sizes[0] <= 0 or args.users <= 0 or args.queries < 2 or args.batch < 1:
         p.error("sizes and users must be positive, --queries >= 2, --batch >= 1")
@@ -730,8 +736,52 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def search_only(args: argparse.Namespace) -> dict[str, Any]:
+    """Search latency (and its breakdown) on a kept database, nothing written but access
+    counts."""
+    db_path = args.search_only
+    if not db_path.exists():
+        raise SystemExit(f"--search-only: {db_path} does not exist")
+    settings = Settings()
+    mem = Engram(path=db_path, settings=settings)
+    raw = MiniLMEmbedder(threads=settings.embed_threads, max_batch=settings.embed_max_batch,
+                         max_tokens=settings.embed_max_tokens)
+    try:
+        size = sum(n for _, n in active_per_user(db_path))
+        log(f"search only, on {db_path} ({size:,} searchable memories)")
+        entry = measure_size(args, mem, raw, Corpus(args.seed + 500), size, db_path)
+    finally:
+        mem.close()
+        raw.close()
+    return {"benchmark": "engramdb core, search only", "database": str(db_path),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "environment": environment(),
+            "targets": {"search_p50_ms_max": TARGET_P50_MS, "search_p99_ms_max": TARGET_P99_MS},
+            "size": entry}
+
+
+def search_table(results: dict[str, Any]) -> str:
+    entry = results["size"]
+    lines = [f"search at {entry['size']:,} memories (targets p50 <= {TARGET_P50_MS:g} ms, "
+             f"p99 <= {TARGET_P99_MS:g} ms)"]
+    for label, r in entry["search"].items():
+        lines.append(f"  {label} user ({r['memories']} memories): p50 {r['p50_ms']:.2f} ms, "
+                     f"p99 {r['p99_ms']:.2f} ms, mean {r['mean_ms']:.2f} ms; other processes "
+                     f"{r['other_processes_cpu_cores']:.2f} cores")
+        parts = r.get("breakdown_mean_ms", {})
+        if parts:
+            lines.append("    breakdown (mean ms): " + ", ".join(
+                f"{k} {v:.2f}" for k, v in parts.items() if k != "queries"))
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.search_only is not None:
+        found = search_only(args)
+        write_json(args.out, found)
+        print(search_table(found))
+        print(f"\nJSON: {args.out}")
+        return 0
     results = run(args)
     write_json(args.out, results)
     print(table(results))
