@@ -695,7 +695,35 @@ def test_keyword_idf_comes_from_the_whole_tenant(db: Path) -> None:
     s.close()
 
 
-def test_keyword_stats_of_a_large_tenant_are_cached_for_a_while(
+def test_keyword_stats_of_a_large_tenant_are_counted_in_the_background(
+        db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(keyword_stats, "EXACT_ROWS", 1)
+    monkeypatch.setattr(keyword_stats, "INLINE_ROWS", 1)
+    s = open_store(db)
+    a = record(content="coffee meeting", user_id="u1")
+    b = record(content="zanzibar meeting", user_id="u1")
+    for i, r in enumerate([a, b, *[record(content=f"coffee {i}", user_id="u2")
+                                   for i in range(20)]]):
+        s.insert(r, unit(i), event(r))
+    # not counted yet: both words match, scored with the idf FTS5 computes from u1 alone
+    assert set(ids(s.keyword_search(F(user_id="u1"), "coffee zanzibar", 5))) == {a.id, b.id}
+    s._kw_stats.wait()
+    assert ids(s.keyword_search(F(user_id="u1"), "coffee zanzibar", 5)) == [b.id, a.id]
+    for i in range(60):
+        r = record(content=f"zanzibar {i}", user_id="u3")
+        s.insert(r, unit(100 + i), event(r))
+    # counted a moment ago: the counts stand until they are TTL old
+    s._kw_stats.wait()
+    assert ids(s.keyword_search(F(user_id="u1"), "coffee zanzibar", 5)) == [b.id, a.id]
+    monkeypatch.setattr(keyword_stats, "TTL", 0.0)
+    s.keyword_search(F(user_id="u1"), "coffee zanzibar", 5)  # stale: recounted meanwhile
+    s._kw_stats.wait()
+    assert ids(s.keyword_search(F(user_id="u1"), "coffee zanzibar", 5)) == [a.id, b.id]
+    s.close()
+    assert not s._kw_stats._thread or not s._kw_stats._thread.is_alive()
+
+
+def test_keyword_stats_of_a_mid_sized_tenant_are_counted_when_first_needed(
         db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(keyword_stats, "EXACT_ROWS", 1)
     s = open_store(db)
@@ -705,10 +733,10 @@ def test_keyword_stats_of_a_large_tenant_are_cached_for_a_while(
                                    for i in range(20)]]):
         s.insert(r, unit(i), event(r))
     assert ids(s.keyword_search(F(user_id="u1"), "coffee zanzibar", 5)) == [b.id, a.id]
+    assert s._kw_stats._thread is None  # nothing went to the background
     for i in range(60):
         r = record(content=f"zanzibar {i}", user_id="u3")
         s.insert(r, unit(100 + i), event(r))
-    # counted a moment ago: still the cached statistics
     assert ids(s.keyword_search(F(user_id="u1"), "coffee zanzibar", 5)) == [b.id, a.id]
     monkeypatch.setattr(keyword_stats, "TTL", 0.0)
     assert ids(s.keyword_search(F(user_id="u1"), "coffee zanzibar", 5)) == [a.id, b.id]

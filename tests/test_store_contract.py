@@ -564,6 +564,28 @@ def test_keyword_idf_is_the_tenants(store: Store, mk: Maker) -> None:
         common.id, rare.id]
 
 
+def test_keyword_idf_of_a_large_tenant_comes_from_the_background(
+        store: Store, mk: Maker, monkeypatch: pytest.MonkeyPatch) -> None:
+    from engramdb.storage import keyword_stats
+
+    monkeypatch.setattr(keyword_stats, "EXACT_ROWS", 1)
+    monkeypatch.setattr(keyword_stats, "INLINE_ROWS", 1)
+    common = mk.add(content="coffee meeting notes")
+    rare = mk.add(content="zanzibar meeting notes")
+    for i in range(30):
+        mk.add(content=f"coffee order {i}", user_id="u2")
+    # no count yet: every word falls back to the scope's own idf, and still matches
+    first = store.keyword_search(F(user_id="u1"), "coffee zanzibar", 5)
+    assert set(ids(first)) == {common.id, rare.id}
+    stats = store._kw_stats  # type: ignore[attr-defined]
+    stats.wait()
+    hits = store.keyword_search(F(user_id="u1"), "coffee zanzibar", 5)
+    assert ids(hits) == [rare.id, common.id] and hits[0][1] > 1.5 * hits[1][1]
+    # one word counted, one not: both kinds in one query
+    mixed = store.keyword_search(F(user_id="u1"), "coffee meeting", 5)
+    assert set(ids(mixed)) == {common.id, rare.id}
+
+
 def test_keyword_search_stopword_only_query(store: Store, mk: Maker) -> None:
     rec = mk.add(content="it is what it is")
     other = mk.add(content="entirely unrelated")

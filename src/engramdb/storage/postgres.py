@@ -449,7 +449,7 @@ class PostgresStore:
         self._pgvector: tuple[int, ...] | None = None
         self._tenant_rows: dict[str, tuple[float, int]] = {}
         self._closed = False
-        self._kw_stats = TenantWordStats()
+        self._kw_stats = TenantWordStats(self._count_tenant_rows, self._count_tenant_word)
         self._pool = ConnectionPool(
             url, min_size=pool_min, max_size=max(pool_min, pool_max),
             kwargs={"autocommit": True}, configure=self._configure, open=False,
@@ -503,6 +503,7 @@ class PostgresStore:
 
     def close(self) -> None:
         self._closed = True
+        self._kw_stats.close()
         self._pool.close()
 
     # -- schema ------------------------------------------------------------------------
@@ -827,8 +828,9 @@ class PostgresStore:
         match = f"{where} AND m.tsv @@ (plainto_tsquery('simple', %s) && ({tsquery}))"
         # BM25 from the tsvector: tf from a lexeme's positions, dl = distinct lexemes and
         # avgdl over the matching rows of the scope, idf over the whole tenant (as the SQLite
-        # store: storage/keyword_stats.py), passed in per word. setweight + ts_filter keep
-        # only the query's lexemes of each row before unnest (cheaper than unnesting all).
+        # store: storage/keyword_stats.py), passed in per word; a word whose tenant count is
+        # not known yet takes its idf from the matching rows (n, df). setweight + ts_filter
+        # keep only the query's lexemes of each row before unnest (cheaper than unnesting).
         sql = f"""
             WITH terms AS (SELECT tsvector_to_array(to_tsvector('engram', %s)) AS lexemes),
             idf AS (
@@ -842,33 +844,37 @@ class PostgresStore:
                        ts_filter(setweight(m.tsv, 'A', q.lexemes), '{{a}}') AS hits
                 FROM memories m CROSS JOIN terms q WHERE {match}
             ),
-            stats AS (SELECT avg(dl) AS avgdl FROM cand),
+            stats AS (SELECT count(*)::float8 AS n, avg(dl) AS avgdl FROM cand),
             tf AS (
                 SELECT c.id, c.seq, c.dl, t.lexeme, cardinality(t.positions)::float8 AS tf
                 FROM cand c, unnest(c.hits) AS t(lexeme, positions, weights)
                 WHERE cardinality(t.positions) > 0
-            )
+            ),
+            df AS (SELECT lexeme, count(*)::float8 AS df FROM tf GROUP BY lexeme)
             SELECT tf.id, sum(
-                idf.idf
+                coalesce(idf.idf, ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5)))
                 * tf.tf * 2.2 / (tf.tf + 1.2 * (0.25 + 0.75 * tf.dl / greatest(s.avgdl, 1)))
             ) AS score
-            FROM tf JOIN idf USING (lexeme) CROSS JOIN stats s
+            FROM tf JOIN df USING (lexeme) LEFT JOIN idf USING (lexeme) CROSS JOIN stats s
             GROUP BY tf.id, tf.seq ORDER BY score DESC, tf.seq DESC LIMIT %s
         """
-        tenant_token = f"t{_token(filters.tenant_id)}"
+        idfs = self._kw_stats.idf(filters.tenant_id, terms)
         with self._conn() as conn:
-            idfs = self._kw_stats.idf(
-                filters.tenant_id, terms,
-                lambda: _scalar(conn, "SELECT count(*) FROM memories WHERE tenant_id = %s",
-                                [filters.tenant_id]),
-                lambda word: _scalar(
-                    conn, "SELECT count(*) FROM memories WHERE tenant_id = %s AND tsv @@ "
-                    "(plainto_tsquery('simple', %s) && plainto_tsquery('engram', %s))",
-                    [filters.tenant_id, tenant_token, word]),
-            )
             rows = conn.execute(sql, (" ".join(terms), terms, [idfs[t] for t in terms],
                                       *params, token, *terms, k)).fetchall()
         return [(r[0], float(r[1])) for r in rows]
+
+    def _count_tenant_rows(self, tenant_id: str) -> int:
+        with self._conn() as conn:
+            return int(_scalar(conn, "SELECT count(*) FROM memories WHERE tenant_id = %s",
+                               [tenant_id]))
+
+    def _count_tenant_word(self, tenant_id: str, word: str) -> int:
+        with self._conn() as conn:
+            return int(_scalar(
+                conn, "SELECT count(*) FROM memories WHERE tenant_id = %s AND tsv @@ "
+                "(plainto_tsquery('simple', %s) && plainto_tsquery('engram', %s))",
+                [tenant_id, f"t{_token(tenant_id)}", word]))
 
     # -- vectors -----------------------------------------------------------------------
 

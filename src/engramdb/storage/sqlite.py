@@ -304,7 +304,7 @@ class SQLiteStore:
         self._readers_lock = threading.Lock()
         self._cache: dict[tuple[str, str], Partition] = {}
         self._cache_lock = threading.Lock()
-        self._kw_stats = TenantWordStats()
+        self._kw_stats = TenantWordStats(self._count_tenant_rows, self._count_tenant_word)
         self._dim: int | None = None
         self._model: str | None = None
         self._closed = False
@@ -341,6 +341,7 @@ class SQLiteStore:
 
     def close(self) -> None:
         self._closed = True
+        self._kw_stats.close()
         with self._readers_lock:
             for conn in self._readers:
                 conn.close()
@@ -724,8 +725,8 @@ class SQLiteStore:
         the whole tenant). FTS5's bm25() of a one-word query is idf_fts × tf-part, where
         idf_fts counts the word's rows in the scope against the whole table; dividing it out
         leaves the tf-part (term frequency, length normalisation: k1 = 1.2, b = 0.75), which
-        is weighted by the word's idf over the tenant (`_tenant_idf`). Per-scope idf ranked
-        worse on LongMemEval (docs/architecture.md).
+        is weighted by the word's idf over the tenant (storage/keyword_stats.py). Per-scope
+        idf ranked worse on LongMemEval (docs/architecture.md).
         """
         words = keyword_terms(query)
         if not words or k <= 0:
@@ -750,19 +751,21 @@ class SQLiteStore:
                         words: builtins.list[str], column: str, weights: str, prefix: str,
                         k: int) -> builtins.list[tuple[str, float]]:
         table_rows = _kw_table_rows(conn)
-        idfs = self._tenant_idf(conn, filters.tenant_id, words)
+        idfs = self._kw_stats.idf(filters.tenant_id, words)
         matches = [f'{column} : "{prefix}{word}"' for word in words]
         where, params = self._where(filters)
         # each word's rows in the scope (materialised: bm25() works only straight over its
-        # FTS5 cursor), scaled by idf_tenant / idf_fts, summed per row
+        # FTS5 cursor), scaled by idf_tenant / idf_fts, summed per row; a word whose tenant
+        # count is not known yet keeps FTS5's idf
         ctes = ", ".join(
             f"w{i} AS MATERIALIZED (SELECT rowid AS r, -bm25(memories_kw, {weights}) AS x "
             "FROM memories_kw WHERE memories_kw MATCH ?)" for i in range(len(words)))
         union = " UNION ALL ".join(
             f"SELECT r, x * ? / max(1e-6, ln(max(1e-9, (? - (SELECT count(*) FROM w{i}) + 0.5) "
             f"/ ((SELECT count(*) FROM w{i}) + 0.5)))) AS x FROM w{i}"
-            for i in range(len(words)))
-        scale = [v for word in words for v in (idfs[word], table_rows)]
+            if idfs[word] is not None else f"SELECT r, x FROM w{i}"
+            for i, word in enumerate(words))
+        scale = [v for word in words if (i := idfs[word]) is not None for v in (i, table_rows)]
         try:
             rows = conn.execute(
                 f"WITH {ctes} SELECT m.id, w.s FROM "
@@ -774,17 +777,14 @@ class SQLiteStore:
             raise StoreError(f"full-text query failed: {exc}") from exc
         return [(r[0], float(r[1])) for r in rows]
 
-    def _tenant_idf(self, conn: sqlite3.Connection, tenant_id: str,
-                    words: Sequence[str]) -> dict[str, float]:
-        tprefix = _kw_prefix(tenant_id)
-        return self._kw_stats.idf(
-            tenant_id, words,
-            lambda: int(conn.execute("SELECT count(*) FROM memories WHERE tenant_id = ?",
-                                     (tenant_id,)).fetchone()[0]),
-            lambda word: int(conn.execute(
-                "SELECT count(*) FROM memories_kw WHERE memories_kw MATCH ?",
-                (f't : "{tprefix}{word}"',)).fetchone()[0]),
-        )
+    def _count_tenant_rows(self, tenant_id: str) -> int:
+        return int(self._conn().execute(
+            "SELECT count(*) FROM memories WHERE tenant_id = ?", (tenant_id,)).fetchone()[0])
+
+    def _count_tenant_word(self, tenant_id: str, word: str) -> int:
+        return int(self._conn().execute(
+            "SELECT count(*) FROM memories_kw WHERE memories_kw MATCH ?",
+            (f't : "{_kw_prefix(tenant_id)}{word}"',)).fetchone()[0])
 
     # -- vectors -----------------------------------------------------------------------
 
