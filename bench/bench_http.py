@@ -297,11 +297,17 @@ def settings_used() -> dict[str, Any]:
 def admin_key(db: Path) -> str:
     """A new admin key, without rate limit, on an existing database."""
     from engramdb.engine.admin import AdminService
+    from engramdb.errors import NotFound
     from engramdb.storage.sqlite import SQLiteStore
 
     store = SQLiteStore(db)
     try:
-        return AdminService(store).create_key("default", "bench", ["admin"], 0).key
+        admin = AdminService(store)
+        try:
+            admin.get_tenant("default")
+        except NotFound:  # a database made in process (bench_core --keep) has no tenant row
+            admin.create_tenant("default")
+        return admin.create_key("default", "bench", ["admin"], 0).key
     finally:
         store.close()
 
