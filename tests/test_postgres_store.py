@@ -458,3 +458,18 @@ def test_json_is_kept_as_written(pg: PostgresStore) -> None:
     assert json.dumps(got.metadata) == json.dumps(meta)  # same keys, order and numbers
     assert json.dumps(got.value_json) == json.dumps(rec.value_json)
     assert [r.id for r in pg.list(F(metadata=(("z", 1.0),)), 5, 0)[0]] == [rec.id]
+
+
+def test_hnsw_build_memory_fits_the_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bulk load's index build asks for the whole graph's memory, within bounds."""
+    from engramdb.storage import postgres as pg
+
+    def build_mb(rows: int, dim: int = 384) -> int:
+        monkeypatch.setattr(pg, "_scalar", lambda *a, **k: rows)
+        return pg._hnsw_build_mb(None, dim)  # type: ignore[arg-type]
+
+    low, high = pg.HNSW_BUILD_MB
+    assert build_mb(0) == low and build_mb(100_000) == low  # 232 MB: the floor
+    assert 2_200 < build_mb(1_000_000) < 2_400  # ~2 KB a row x 1.25
+    assert build_mb(1_000_000, dim=768) > build_mb(1_000_000)
+    assert build_mb(10_000_000) == high
