@@ -84,6 +84,7 @@ from .base import MEMORY_COLUMNS, Filters, RankFields, StoredMemory, Vector
 from .keyword_stats import TenantWordStats
 from .migrations import Migrations
 from .text import fold, keyword_terms
+from .where import where
 
 try:
     import psycopg
@@ -326,6 +327,37 @@ def _scope_tokens(r: MemoryRecord) -> builtins.list[str]:
 def _event_values(e: HistoryEvent) -> tuple[Any, ...]:
     return (e.tenant_id, e.id, e.memory_id, e.event, e.at, e.actor,
             json.dumps(e.changes, ensure_ascii=False, default=str))
+
+
+class _PostgresDialect:
+    """How PostgreSQL spells the filters (storage/where.py)."""
+
+    mark = "%s"
+    # clamped: Postgres raises on exp() underflow where SQLite returns 0
+    relevance = (
+        "(CASE WHEN m.pinned THEN m.relevance ELSE m.relevance * exp(greatest(-700, "
+        "least(700, -m.decay_rate * extract(epoch FROM (%s - coalesce("
+        "m.last_accessed_at, m.created_at)))::float8 / 3600.0))) END)"
+    )
+
+    def time(self, dt: datetime) -> datetime:
+        return dt
+
+    def any_of(self, column: str, values: Sequence[str]) -> tuple[str, builtins.list[Any]]:
+        return f"{column} = ANY(%s::text[])", [builtins.list(values)]
+
+    def tags(self, tags: Sequence[str]) -> builtins.list[tuple[str, builtins.list[Any]]]:
+        return [("m.tags @> %s::text[]", [builtins.list(tags)])]
+
+    def metadata(self, key: str, value: Any) -> tuple[str, builtins.list[Any]]:
+        # `json` keeps what was written, but neither it nor jsonb can take a NUL (\u0000)
+        # apart: such escapes compare as U+FFFD, in the rows and in the filter value
+        return "(replace(m.metadata::text, %s, %s)::json -> %s)::jsonb = %s::jsonb", [
+            _NUL_ESCAPE, _NUL_STANDIN, key,
+            _json_text(value).replace(_NUL_ESCAPE, _NUL_STANDIN)]
+
+
+_POSTGRES = _PostgresDialect()
 
 
 def _json_text(value: Any) -> str:
@@ -749,53 +781,7 @@ class PostgresStore:
 
     @staticmethod
     def _where(f: Filters) -> tuple[str, builtins.list[Any]]:
-        sql = ["m.tenant_id = %s"]
-        params: builtins.list[Any] = [f.tenant_id]
-        if not f.include_expired:
-            sql.append("(m.expires_at IS NULL OR m.expires_at > %s)")
-            params.append(f.now)
-        if f.min_relevance is not None:
-            # clamped: Postgres raises on exp() underflow where SQLite returns 0
-            sql.append(
-                "(CASE WHEN m.pinned THEN m.relevance ELSE m.relevance * exp(greatest(-700, "
-                "least(700, -m.decay_rate * extract(epoch FROM (%s - coalesce("
-                "m.last_accessed_at, m.created_at)))::float8 / 3600.0))) END) >= %s"
-            )
-            params.extend([f.now, f.min_relevance])
-        if not f.include_superseded:
-            sql.append("m.status = 'active'")
-        if f.exact_scope:
-            sql.append("m.user_key = %s AND m.agent_key = %s")
-            params.extend([f.user_id or "", f.agent_id or ""])
-        for col, val in (("user_key", None if f.exact_scope else f.user_id),
-                         ("agent_id", None if f.exact_scope else f.agent_id),
-                         ("session_id", f.session_id), ("namespace", f.namespace),
-                         ("memory_nature", f.memory_nature), ("scope", f.scope),
-                         ("domain", f.domain)):
-            if val is not None:
-                sql.append(f"m.{col} = %s")
-                params.append(val)
-        for col, vals in (("memory_type", f.memory_types), ("content_type", f.content_types),
-                          ("tier", f.tiers)):
-            if vals:
-                sql.append(f"m.{col} = ANY(%s::text[])")
-                params.append(builtins.list(vals))
-        if f.tags:
-            sql.append("m.tags @> %s::text[]")
-            params.append(builtins.list(f.tags))
-        for key, val in f.metadata:
-            # `json` keeps what was written, but neither it nor jsonb can take a NUL (\u0000)
-            # apart: such escapes compare as U+FFFD, in the rows and in the filter value
-            sql.append("(replace(m.metadata::text, %s, %s)::json -> %s)::jsonb = %s::jsonb")
-            params.extend([_NUL_ESCAPE, _NUL_STANDIN, key,
-                           _json_text(val).replace(_NUL_ESCAPE, _NUL_STANDIN)])
-        if f.created_after is not None:
-            sql.append("m.created_at >= %s")
-            params.append(f.created_after)
-        if f.created_before is not None:
-            sql.append("m.created_at < %s")
-            params.append(f.created_before)
-        return " AND ".join(sql), params
+        return where(f, _POSTGRES)
 
     def list(
         self, filters: Filters, limit: int, offset: int

@@ -48,6 +48,7 @@ from .keyword_stats import TenantWordStats
 from .migrations import Migrations
 from .text import fold, keyword_terms
 from .vector_index import ANY, Partition
+from .where import where
 
 migrations = Migrations("sqlite")
 log = logging.getLogger("engram.storage")
@@ -275,6 +276,37 @@ def _kw_values(tenant_id: str, user_key: str, content: str) -> tuple[str, str]:
     words = fold(content).split()
     t, u = _kw_prefix(tenant_id), _kw_prefix(tenant_id, user_key)
     return " ".join(t + w for w in words), " ".join(u + w for w in words)
+
+
+class _SQLiteDialect:
+    """How SQLite spells the filters (storage/where.py): times as epoch seconds, tags and
+    metadata as JSON text."""
+
+    mark = "?"
+    relevance = (
+        "(CASE WHEN m.pinned THEN m.relevance ELSE m.relevance * exp(-m.decay_rate * "
+        "(? - coalesce(m.last_accessed_at, m.created_at)) / 3600.0) END)"
+    )
+
+    def time(self, dt: datetime) -> float:
+        return dt.timestamp()
+
+    def any_of(self, column: str, values: Sequence[str]) -> tuple[str, builtins.list[Any]]:
+        return f"{column} IN ({','.join('?' for _ in values)})", builtins.list(values)
+
+    def tags(self, tags: Sequence[str]) -> builtins.list[tuple[str, builtins.list[Any]]]:
+        return [("EXISTS (SELECT 1 FROM json_each(m.tags) WHERE value = ?)", [tag])
+                for tag in tags]
+
+    def metadata(self, key: str, value: Any) -> tuple[str, builtins.list[Any]]:
+        # json_extract gives objects and arrays back as minified JSON text
+        return "json_extract(m.metadata, ?) IS ?", [
+            '$."' + key.replace('"', "") + '"',
+            json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+            if isinstance(value, dict | list) else value]
+
+
+_SQLITE = _SQLiteDialect()
 
 
 def _kw_table_rows(conn: sqlite3.Connection) -> int:
@@ -656,51 +688,7 @@ class SQLiteStore:
         return None if row is None else _record(row)
 
     def _where(self, f: Filters) -> tuple[str, builtins.list[Any]]:
-        sql = ["m.tenant_id = ?"]
-        params: builtins.list[Any] = [f.tenant_id]
-        if not f.include_expired:
-            sql.append("(m.expires_at IS NULL OR m.expires_at > ?)")
-            params.append(f.now.timestamp())
-        if f.min_relevance is not None:
-            sql.append(
-                "(CASE WHEN m.pinned THEN m.relevance ELSE m.relevance * exp(-m.decay_rate * "
-                "(? - coalesce(m.last_accessed_at, m.created_at)) / 3600.0) END) >= ?"
-            )
-            params.extend([f.now.timestamp(), f.min_relevance])
-        if not f.include_superseded:
-            sql.append("m.status = 'active'")
-        if f.exact_scope:
-            sql.append("m.user_key = ? AND m.agent_key = ?")
-            params.extend([f.user_id or "", f.agent_id or ""])
-        for col, val in (("user_key", None if f.exact_scope else f.user_id),
-                         ("agent_id", None if f.exact_scope else f.agent_id),
-                         ("session_id", f.session_id), ("namespace", f.namespace),
-                         ("memory_nature", f.memory_nature), ("scope", f.scope),
-                         ("domain", f.domain)):
-            if val is not None:
-                sql.append(f"m.{col} = ?")
-                params.append(val)
-        for col, vals in (("memory_type", f.memory_types), ("content_type", f.content_types),
-                          ("tier", f.tiers)):
-            if vals:
-                sql.append(f"m.{col} IN ({','.join('?' for _ in vals)})")
-                params.extend(vals)
-        for tag in f.tags:
-            sql.append("EXISTS (SELECT 1 FROM json_each(m.tags) WHERE value = ?)")
-            params.append(tag)
-        for key, val in f.metadata:
-            sql.append("json_extract(m.metadata, ?) IS ?")
-            params.append('$."' + key.replace('"', "") + '"')
-            # json_extract gives objects and arrays back as minified JSON text
-            params.append(json.dumps(val, separators=(",", ":"), ensure_ascii=False)
-                          if isinstance(val, dict | list) else val)
-        if f.created_after is not None:
-            sql.append("m.created_at >= ?")
-            params.append(f.created_after.timestamp())
-        if f.created_before is not None:
-            sql.append("m.created_at < ?")
-            params.append(f.created_before.timestamp())
-        return " AND ".join(sql), params
+        return where(f, _SQLITE)
 
     def list(
         self, filters: Filters, limit: int, offset: int
