@@ -442,6 +442,7 @@ class FakeEmbedder:
         self.entered = threading.Event()
         self.gate: threading.Event | None = None
         self.width: int | None = None  # set to return vectors of the wrong width
+        self.delay = 0.0  # seconds per run
 
     @staticmethod
     def vector(text: str) -> np.ndarray:
@@ -455,6 +456,8 @@ class FakeEmbedder:
         self.entered.set()
         if self.gate is not None:
             assert self.gate.wait(TIMEOUT)
+        if self.delay:
+            time.sleep(self.delay)
         if any("BOOM" in t for t in texts):
             raise ValueError("boom")
         vectors = np.stack([self.vector(t) for t in texts]) if texts else np.empty((0, 8))
@@ -619,9 +622,11 @@ def test_batcher_input_checks() -> None:
 
 
 def test_returning_callers_are_waited_for() -> None:
-    # The fake model is so fast that, without the linger, the first caller to get its
-    # result back would usually find the worker idle and run alone.
+    # A model run of a few ms, like the real one: callers overlap, so all but the first go
+    # to the worker. Without the linger, the first caller to get its result back would
+    # usually find the worker idle and run alone (inline, in its own thread).
     fake = FakeEmbedder()
+    fake.delay = 0.004
     batcher = MicroBatcher(fake, max_batch=32, max_wait_ms=200)
     threads, calls = 4, 25
     barrier = threading.Barrier(threads)

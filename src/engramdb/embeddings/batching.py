@@ -200,7 +200,8 @@ class MicroBatcher:
                     self._inline += 1
                     self._texts += len(batch)
                     self._requests += 1
-                    self._last_callers = 1
+                    # _last_callers stays: if a shared batch ran just before, its callers
+                    # are still due back and the worker must go on waiting for them
                     self._sizes[len(batch)] += 1
                     self._recent.append(len(batch))
                 else:
