@@ -31,7 +31,7 @@ from engramdb.storage.base import Filters
 from engramdb.storage.migrations import Migrations
 from engramdb.storage.sqlite import SQLiteStore
 from engramdb.storage.text import keyword_terms
-from engramdb.storage.vector_index import ANY, Partition
+from engramdb.storage.vector_index import ANY, HeldFilters, Partition
 
 DIM = 8
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -460,12 +460,19 @@ def test_partition_matches_brute_force(ops: list[tuple[Any, ...]], qseed: int, k
             continue
         want.append((mid, float(r["vec"] @ q)))
     want.sort(key=lambda h: -h[1])
-    got = part.search(q, k, now, agent=agent, session=session, namespace=namespace,
-                      include_inactive=inactive, allowed=allowed)
+    held = HeldFilters(now=now, agent=agent, session=session, namespace=namespace,
+                       include_inactive=inactive)
+    got = part.search(q, k, held, allowed=allowed)
     assert ids(got) == ids(want)[:k]
     np.testing.assert_allclose([s for _, s in got], [s for _, s in want[:k]], atol=1e-5)
     sims = part.similarities(q, [*model, "absent"])
     assert set(sims) == set(model)
+    # the same filters, asked of given memories (allowed is the rows' business)
+    if allowed is None:
+        filtered = part.similarities(q, [*model, "absent"], held)
+        assert set(filtered) == {mid for mid, _ in want}
+        for mid, score in want:
+            assert abs(filtered[mid] - score) < 1e-5
 
 
 def test_partition_swap_remove_keeps_positions() -> None:
@@ -478,7 +485,7 @@ def test_partition_swap_remove_keeps_positions() -> None:
     for mid, i in part.pos.items():
         np.testing.assert_array_equal(part.mat[i], unit(int(mid[1:])))
         assert part.rowids[i] == int(mid[1:])
-    hits = part.search(unit(5), 1, 0.0)
+    hits = part.search(unit(5), 1, HeldFilters(now=0.0))
     assert ids(hits) == ["m5"]
     part.upsert(99, "m99", None, None, None, "default", True, None)  # no vector: not held
     assert "m99" not in part.pos

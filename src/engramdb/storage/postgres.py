@@ -729,31 +729,31 @@ class PostgresStore:
                                (tenant_id, memory_id), binary=True).fetchone()
         return None if row is None else _record(row)
 
-    def get_many(self, tenant_id: str, memory_ids: Sequence[str]) -> dict[str, MemoryRecord]:
+    def _rows_by_id(self, select: str, tenant_id: str,
+                    memory_ids: Sequence[str]) -> builtins.list[Any]:
+        """Rows of `select` (ending in a FROM clause on `memories m`) for the given ids of
+        a tenant."""
         if not memory_ids:
-            return {}
-        ids = builtins.list(dict.fromkeys(memory_ids))
+            return []
         with self._conn() as conn:
-            rows = conn.execute(_SELECT + " WHERE m.tenant_id = %s AND m.id = ANY(%s)",
-                                (tenant_id, ids), binary=True).fetchall()
+            return conn.execute(f"{select} WHERE m.tenant_id = %s AND m.id = ANY(%s)",
+                                (tenant_id, builtins.list(dict.fromkeys(memory_ids))),
+                                binary=True).fetchall()
+
+    def get_many(self, tenant_id: str, memory_ids: Sequence[str]) -> dict[str, MemoryRecord]:
         out = {}
-        for row in rows:
+        for row in self._rows_by_id(_SELECT, tenant_id, memory_ids):
             rec = _record(row)
             out[rec.id] = rec
         return out
 
     def rank_fields(self, tenant_id: str, memory_ids: Sequence[str]) -> dict[str, RankFields]:
-        if not memory_ids:
-            return {}
-        ids = builtins.list(dict.fromkeys(memory_ids))
-        with self._conn() as conn:
-            rows = conn.execute(
-                "SELECT id, importance, relevance, decay_rate, pinned, created_at, "
-                "last_accessed_at, session_id FROM memories "
-                "WHERE tenant_id = %s AND id = ANY(%s)", (tenant_id, ids), binary=True,
-            ).fetchall()
         out = {}
-        for mid, importance, relevance, decay, pinned, created, accessed, session in rows:
+        for mid, importance, relevance, decay, pinned, created, accessed, session in (
+                self._rows_by_id(
+                    "SELECT m.id, m.importance, m.relevance, m.decay_rate, m.pinned, "
+                    "m.created_at, m.last_accessed_at, m.session_id FROM memories m",
+                    tenant_id, memory_ids)):
             created_at = _utc(created)
             assert created_at is not None
             out[mid] = RankFields(importance, relevance, decay, bool(pinned), created_at,

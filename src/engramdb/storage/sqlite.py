@@ -47,7 +47,7 @@ from .base import MEMORY_COLUMNS, Filters, RankFields, StoredMemory, Vector
 from .keyword_stats import TenantWordStats
 from .migrations import Migrations
 from .text import fold, keyword_terms
-from .vector_index import ANY, Partition
+from .vector_index import ANY, HeldFilters, Partition
 from .where import where
 
 migrations = Migrations("sqlite")
@@ -276,6 +276,17 @@ def _kw_values(tenant_id: str, user_key: str, content: str) -> tuple[str, str]:
     words = fold(content).split()
     t, u = _kw_prefix(tenant_id), _kw_prefix(tenant_id, user_key)
     return " ".join(t + w for w in words), " ".join(u + w for w in words)
+
+
+def _partition_filters(f: Filters) -> HeldFilters:
+    """The filters a partition checks by itself (the rest need the rows)."""
+    return HeldFilters(
+        now=-math.inf if f.include_expired else f.now.timestamp(),
+        agent=f.agent_id if f.exact_scope or f.agent_id is not None else ANY,
+        session=ANY if f.session_id is None else f.session_id,
+        namespace=ANY if f.namespace is None else f.namespace,
+        include_inactive=f.include_superseded,
+    )
 
 
 class _SQLiteDialect:
@@ -882,18 +893,11 @@ class SQLiteStore:
             if not allowed:
                 return []
         query = np.ascontiguousarray(vector, dtype=np.float32)
-        now = -math.inf if filters.include_expired else filters.now.timestamp()
-        agent = filters.agent_id if filters.exact_scope or filters.agent_id is not None else ANY
+        held = _partition_filters(filters)
         hits: builtins.list[tuple[str, float]] = []
         for part, exclude in parts:
             with self._cache_lock:
-                hits.extend(part.search(
-                    query, k, now, agent=agent,
-                    session=ANY if filters.session_id is None else filters.session_id,
-                    namespace=ANY if filters.namespace is None else filters.namespace,
-                    include_inactive=filters.include_superseded, allowed=allowed,
-                    exclude=exclude,
-                ))
+                hits.extend(part.search(query, k, held, allowed=allowed, exclude=exclude))
         if len(parts) > 1:
             hits.sort(key=lambda h: -h[1])
         return hits[:k]
@@ -921,16 +925,11 @@ class SQLiteStore:
                 ))
             wanted = visible
         # expiry, status, agent, session, namespace: checked on the partitions, as nearest
-        now = -math.inf if filters.include_expired else filters.now.timestamp()
-        agent = filters.agent_id if filters.exact_scope or filters.agent_id is not None else ANY
+        held = _partition_filters(filters)
         for part, exclude in parts:
             with self._cache_lock:
                 out.update(part.similarities(
-                    query, [m for m in wanted if m not in exclude], now, agent=agent,
-                    session=ANY if filters.session_id is None else filters.session_id,
-                    namespace=ANY if filters.namespace is None else filters.namespace,
-                    include_inactive=filters.include_superseded,
-                ))
+                    query, [m for m in wanted if m not in exclude], held))
         return out
 
     # -- history, export, stats --------------------------------------------------------

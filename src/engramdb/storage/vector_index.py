@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,23 @@ F32 = npt.NDArray[np.float32]
 
 #: "no filter on this attribute" (None is a real value: a memory without agent or session).
 ANY: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class HeldFilters:
+    """The filters a partition can check by itself (the store derives them from Filters):
+    rows expiring at or before `now` are out, inactive rows unless `include_inactive`, and
+    agent, session and namespace must equal the value unless it is ANY."""
+
+    now: float = -math.inf
+    agent: Any = ANY
+    session: Any = ANY
+    namespace: Any = ANY
+    include_inactive: bool = True
+
+
+#: No filter at all.
+NO_FILTERS = HeldFilters()
 
 
 class Partition:
@@ -81,41 +99,39 @@ class Partition:
             self.pos[self.ids[i]] = i
         self.n = last
 
-    def similarities(self, query: F32, memory_ids: Iterable[str], now: float = -math.inf,
-                     *, agent: Any = ANY, session: Any = ANY, namespace: Any = ANY,
-                     include_inactive: bool = True) -> dict[str, float]:
-        """Cosine of the query to the given memories, for those held here that pass the
-        same attribute filters as `search` (by default none)."""
-        rows = []
-        for mid in memory_ids:
-            i = self.pos.get(mid)
-            if i is None or self.expires[i] <= now \
-                    or (not include_inactive and not self.active[i]) \
-                    or (agent is not ANY and self.agent[i] != agent) \
-                    or (session is not ANY and self.session[i] != session) \
-                    or (namespace is not ANY and self.namespace[i] != namespace):
-                continue
-            rows.append((mid, i))
-        if not rows:
-            return {}
-        sims = self.mat[[i for _, i in rows]] @ query
-        return {mid: float(s) for (mid, _), s in zip(rows, sims, strict=True)}
+    def _visible(self, rows: slice | npt.NDArray[np.intp], count: int,
+                 held: HeldFilters) -> npt.NDArray[np.bool_]:
+        """Which of the given rows pass the filters held here."""
+        mask = self.expires[rows] > held.now
+        if not held.include_inactive:
+            mask &= self.active[rows]
+        for value, column in ((held.agent, self.agent), (held.session, self.session),
+                              (held.namespace, self.namespace)):
+            if value is not ANY:
+                mask &= np.fromiter((v == value for v in column[rows]), dtype=bool,
+                                    count=count)
+        return mask
 
-    def search(self, query: F32, k: int, now: float, *, agent: Any = ANY,
-               session: Any = ANY, namespace: Any = ANY,
-               include_inactive: bool = False,
+    def similarities(self, query: F32, memory_ids: Iterable[str],
+                     held: HeldFilters = NO_FILTERS) -> dict[str, float]:
+        """Cosine of the query to the given memories, for those held here that pass the
+        filters."""
+        found = [(mid, i) for mid in memory_ids if (i := self.pos.get(mid)) is not None]
+        if not found:
+            return {}
+        rows = np.fromiter((i for _, i in found), dtype=np.intp, count=len(found))
+        mask = self._visible(rows, len(found), held)
+        sims = self.mat[rows[mask]] @ query
+        kept = [mid for (mid, _), ok in zip(found, mask, strict=True) if ok]
+        return {mid: float(s) for mid, s in zip(kept, sims, strict=True)}
+
+    def search(self, query: F32, k: int, held: HeldFilters = NO_FILTERS, *,
                allowed: Iterable[int] | None = None,
                exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
         n = self.n
         if n == 0 or k <= 0:
             return []
-        mask = self.expires[:n] > now
-        if not include_inactive:
-            mask &= self.active[:n]
-        for value, column in ((agent, self.agent), (session, self.session),
-                              (namespace, self.namespace)):
-            if value is not ANY:
-                mask &= np.fromiter((v == value for v in column[:n]), dtype=bool, count=n)
+        mask = self._visible(slice(0, n), n, held)
         if allowed is not None:
             mask &= np.isin(self.rowids[:n], np.fromiter(allowed, dtype=np.int64))
         for mid in exclude:
