@@ -136,11 +136,11 @@ class MicroBatcher:
             # The worker would wait for itself forever.
             raise RuntimeError("MicroBatcher.embed called from its own worker thread")
 
+        if len(batch) <= self.max_batch and self._claim_inline():
+            return self._run_inline(batch)
         # A request larger than a batch is cut into slices in order: sort it by length
         # first (characters stand in for tokens), so each slice pads little. On mixed
         # memories this halves the padded work of an add_many (2.18x -> 1.16x real tokens).
-        if len(batch) <= self.max_batch and self._claim_inline():
-            return self._run_inline(batch)
         order: list[int] | None = None
         if len(batch) > self.max_batch:
             order = sorted(range(len(batch)), key=lambda i: len(batch[i]))
@@ -183,30 +183,40 @@ class MicroBatcher:
     def _run_inline(self, batch: list[str]) -> EmbedResult:
         ok = False
         try:
-            result = self._inner.embed(batch)
-            if result.vectors.shape != (len(batch), self.dimension) \
-                    or len(result.tokens) != len(batch):
-                raise RuntimeError(
-                    f"inner embedder returned {result.vectors.shape} vectors and "
-                    f"{len(result.tokens)} token counts for {len(batch)} texts"
-                )
+            result = self._embed_checked(batch)
             ok = True
             return result
         finally:
             with self._cond:
                 self._busy = False
                 if ok:
-                    self._batches += 1
-                    self._inline += 1
-                    self._texts += len(batch)
-                    self._requests += 1
                     # _last_callers stays: if a shared batch ran just before, its callers
                     # are still due back and the worker must go on waiting for them
-                    self._sizes[len(batch)] += 1
-                    self._recent.append(len(batch))
+                    self._count_batch(len(batch), 1)
+                    self._inline += 1
                 else:
                     self._failed += 1
                 self._cond.notify_all()
+
+    def _embed_checked(self, texts: list[str]) -> EmbedResult:
+        result = self._inner.embed(texts)
+        # Rows are matched to callers by position alone, so a short or misshapen answer
+        # must fail loudly rather than hand someone another caller's vector.
+        if result.vectors.shape != (len(texts), self.dimension) \
+                or len(result.tokens) != len(texts):
+            raise RuntimeError(
+                f"inner embedder returned {result.vectors.shape} vectors and "
+                f"{len(result.tokens)} token counts for {len(texts)} texts"
+            )
+        return result
+
+    def _count_batch(self, texts: int, finished: int) -> None:
+        """Stats of one model run (lock held)."""
+        self._batches += 1
+        self._texts += texts
+        self._requests += finished
+        self._sizes[texts] += 1
+        self._recent.append(texts)
 
     def close(self, timeout: float | None = None) -> None:
         """Stop taking requests, finish the queued ones, stop the worker, close inner."""
@@ -313,15 +323,7 @@ class MicroBatcher:
     def _run(self, pieces: list[_Piece]) -> None:
         texts = [t for request, start, stop in pieces for t in request.texts[start:stop]]
         try:
-            result = self._inner.embed(texts)
-            # Rows are matched to callers by position alone, so a short or misshapen
-            # answer must fail loudly rather than hand someone another caller's vector.
-            shape_ok = result.vectors.shape == (len(texts), self.dimension)
-            if not shape_ok or len(result.tokens) != len(texts):
-                raise RuntimeError(
-                    f"inner embedder returned {result.vectors.shape} vectors and "
-                    f"{len(result.tokens)} token counts for {len(texts)} texts"
-                )
+            result = self._embed_checked(texts)
         except Exception as exc:
             if len(pieces) == 1:
                 self._fail(pieces[0][0], exc)
@@ -342,12 +344,8 @@ class MicroBatcher:
                 finished += 1
                 request.done.set()
         with self._cond:
-            self._batches += 1
-            self._texts += len(texts)
-            self._requests += finished
+            self._count_batch(len(texts), finished)
             self._last_callers = finished
-            self._sizes[len(texts)] += 1
-            self._recent.append(len(texts))
 
     def _fail(self, request: _Request, exc: BaseException) -> None:
         if request.done.is_set():
