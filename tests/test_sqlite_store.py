@@ -702,16 +702,22 @@ def test_keyword_idf_comes_from_the_whole_tenant(db: Path) -> None:
     s.close()
 
 
-def test_keyword_stats_of_a_large_tenant_are_counted_in_the_background(
-        db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(keyword_stats, "EXACT_ROWS", 1)
-    monkeypatch.setattr(keyword_stats, "INLINE_ROWS", 1)
+def coffee_and_zanzibar(db: Path) -> tuple[SQLiteStore, MemoryRecord, MemoryRecord]:
+    """u1 has "coffee meeting" (a) and "zanzibar meeting" (b); u2 has 20 more coffees."""
     s = open_store(db)
     a = record(content="coffee meeting", user_id="u1")
     b = record(content="zanzibar meeting", user_id="u1")
     for i, r in enumerate([a, b, *[record(content=f"coffee {i}", user_id="u2")
                                    for i in range(20)]]):
         s.insert(r, unit(i), event(r))
+    return s, a, b
+
+
+def test_keyword_stats_of_a_large_tenant_are_counted_in_the_background(
+        db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(keyword_stats, "EXACT_ROWS", 1)
+    monkeypatch.setattr(keyword_stats, "INLINE_ROWS", 1)
+    s, a, b = coffee_and_zanzibar(db)
     # not counted yet: both words match, scored with the idf FTS5 computes from u1 alone
     assert set(ids(s.keyword_search(F(user_id="u1"), "coffee zanzibar", 5))) == {a.id, b.id}
     s._kw_stats.wait()
@@ -733,12 +739,7 @@ def test_keyword_stats_of_a_large_tenant_are_counted_in_the_background(
 def test_keyword_stats_of_a_mid_sized_tenant_are_counted_when_first_needed(
         db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(keyword_stats, "EXACT_ROWS", 1)
-    s = open_store(db)
-    a = record(content="coffee meeting", user_id="u1")
-    b = record(content="zanzibar meeting", user_id="u1")
-    for i, r in enumerate([a, b, *[record(content=f"coffee {i}", user_id="u2")
-                                   for i in range(20)]]):
-        s.insert(r, unit(i), event(r))
+    s, a, b = coffee_and_zanzibar(db)
     assert ids(s.keyword_search(F(user_id="u1"), "coffee zanzibar", 5)) == [b.id, a.id]
     assert s._kw_stats._thread is None  # nothing went to the background
     for i in range(60):
