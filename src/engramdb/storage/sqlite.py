@@ -759,9 +759,10 @@ class SQLiteStore:
         ctes = ", ".join(
             f"w{i} AS MATERIALIZED (SELECT rowid AS r, -bm25(memories_kw, {weights}) AS x "
             "FROM memories_kw WHERE memories_kw MATCH ?)" for i in range(len(words)))
+        # FTS5's idf of a word: ln((table rows - n + 0.5) / (n + 0.5)), n its rows here
         union = " UNION ALL ".join(
-            f"SELECT r, x * ? / max(1e-6, ln(max(1e-9, (? - (SELECT count(*) FROM w{i}) + 0.5) "
-            f"/ ((SELECT count(*) FROM w{i}) + 0.5)))) AS x FROM w{i}"
+            f"SELECT r, x * ? / max(1e-6, ln(max(1e-9, (? - c.n + 0.5) / (c.n + 0.5)))) AS x "
+            f"FROM w{i}, (SELECT count(*) AS n FROM w{i}) AS c"
             if idfs[word] is not None else f"SELECT r, x FROM w{i}"
             for i, word in enumerate(words))
         scale = [v for word in words if (i := idfs[word]) is not None for v in (i, table_rows)]
