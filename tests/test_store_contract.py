@@ -546,6 +546,21 @@ def test_keyword_search_finds_words_and_ranks(store: Store, mk: Maker) -> None:
     assert store.keyword_search(F(), "apple", 0) == []
 
 
+def test_keyword_filters_apply_before_the_top_k_cut(store: Store, mk: Maker) -> None:
+    """Far more better-scoring memories are filtered out than k: the visible ones still come
+    back, best first (a store that ranks first and filters in chunks must keep going)."""
+    for i in range(150):
+        mk.add(content=f"apple apple apple {i}", agent_id="a2")
+    weak = mk.add(content="apple with many other words around it here", agent_id="a1")
+    strong = mk.add(content="apple apple and a pear", agent_id="a1")
+    mk.add(content="apple apple apple expired", agent_id="a1",
+           expires_at=NOW - timedelta(seconds=1))
+    f = F(user_id="u1", agent_id="a1")
+    assert ids(store.keyword_search(f, "apple", 2)) == [strong.id, weak.id]
+    assert ids(store.keyword_search(f, "apple", 1)) == [strong.id]
+    assert len(store.keyword_search(F(user_id="u1"), "apple", 200)) == 152
+
+
 def test_keyword_idf_is_the_tenants(store: Store, mk: Maker) -> None:
     """Within u1 each word occurs once; across the tenant "coffee" is common, so the memory
     with the rare word ranks first (idf counted within the user would tie them)."""
