@@ -37,6 +37,7 @@ from . import lifecycle, pii, supersession
 from . import validation as v
 from .access import AccessTracker
 from .normalize import integrity_hash
+from .overlap import Overlap
 from .query import (
     sub_queries,
     time_match,
@@ -129,6 +130,8 @@ class MemoryService:
         store.bind_embedding(embedder.model_name, embedder.dimension)
         self.access = AccessTracker(store, interval=self.settings.access_flush_seconds)
         self.access.start()
+        # the spare threads the read path overlaps with the query embedding
+        self.overlap = Overlap()
         st = self.settings
         self._thresholds = supersession.Thresholds(
             candidate_floor=st.supersession_floor,
@@ -139,6 +142,7 @@ class MemoryService:
     def close(self) -> None:
         """Flush pending access counts and stop the background flusher."""
         self.access.close()
+        self.overlap.close()
         if self._judge is not None:
             self._judge.close()
 
@@ -707,15 +711,17 @@ class MemoryService:
         variants = [text]
         if st.search_query_rewriting:
             variants += sub_queries(text)
+        # The items' queries need fewer candidates.
+        wanted = [k if i == 0 else max(1, k // 2) for i in range(len(variants))]
+        # The keyword search needs no vector: it runs while the model embeds the query.
+        keyword = self.overlap.start(lambda: [
+            keyword_scores(dict(self.store.keyword_search(f, variant, n)))
+            for variant, n in zip(variants, wanted, strict=True)])
         vectors = self.embedder.embed(
             [without_scaffolding(v) for v in variants] if st.search_query_rewriting
             else variants).vectors
-        dense: builtins.list[dict[str, float]] = []
-        sparse: builtins.list[dict[str, float]] = []
-        for i, variant in enumerate(variants):
-            n = k if i == 0 else max(1, k // 2)  # the items' queries need fewer candidates
-            dense.append(dict(self.store.nearest(f, vectors[i], n)))
-            sparse.append(keyword_scores(dict(self.store.keyword_search(f, variant, n))))
+        dense = [dict(self.store.nearest(f, vectors[i], n)) for i, n in enumerate(wanted)]
+        sparse = keyword()
         pool = set().union(*dense, *sparse)
         for i, sims in enumerate(dense):
             missing = [mid for mid in pool if mid not in sims]
