@@ -195,13 +195,13 @@ def embed_counters(client: Any) -> tuple[float, float]:
 
 
 def raw_throughput(texts: Sequence[str], batch: int) -> dict[str, Any]:
-    """Texts/s of the bare MiniLMEmbedder (one ORT thread, no batcher, no server)."""
+    """Texts/s of the bare MiniLMEmbedder as the ENGRAM_* settings configure it (no
+    batcher, no server)."""
     from engramdb import Settings
-    from engramdb.embeddings import MiniLMEmbedder
+    from engramdb.embeddings import minilm_from_settings
 
     s = Settings()
-    model = MiniLMEmbedder(threads=s.embed_threads, max_batch=s.embed_max_batch,
-                           max_tokens=s.embed_max_tokens)
+    model = minilm_from_settings(s)
     try:
         model.embed(list(texts[:batch]))  # warm
         t0 = time.perf_counter()

@@ -42,7 +42,7 @@ from engramdb.embeddings.onnx_minilm import (
     _default_model_path,
     find_safetensors,
 )
-from engramdb.settings import Settings
+from engramdb.settings import Settings, default_embed_threads
 
 FIXTURE = Path(__file__).parent / "fixtures" / "minilm_reference.json"
 
@@ -354,6 +354,40 @@ def test_precision_arguments_checked(tmp_path: Path) -> None:
         custom.close()
 
 
+def test_threads_and_spin_leave_vectors_exact(
+    embedder: MiniLMEmbedder, reference: dict[str, Any]
+) -> None:
+    one = embedder.embed(reference["texts"]).vectors
+    for spin_us in (0, 20):
+        model = MiniLMEmbedder(threads=2, spin_us=spin_us)
+        try:
+            assert (model.threads, model.spin_us) == (2, spin_us)
+            assert f"spin_us={spin_us}" in repr(model)
+            check_against_reference(model, reference, EXACT_MIN_COSINE, EXACT_MIN_COSINE)
+            np.testing.assert_allclose(model.embed(reference["texts"]).vectors, one, atol=1e-5)
+        finally:
+            model.close()
+
+
+@pytest.mark.parametrize("spin_us", [-1, 1_000_001])
+def test_spin_us_checked(spin_us: int) -> None:
+    with pytest.raises(ValueError, match="spin_us must be in"):
+        MiniLMEmbedder(spin_us=spin_us)
+
+
+@pytest.mark.parametrize(("cores", "threads"), [({0}, 1), ({0, 1}, 2), (set(range(16)), 2)])
+def test_default_embed_threads_follow_the_usable_cores(
+    monkeypatch: pytest.MonkeyPatch, cores: set[int], threads: int
+) -> None:
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: cores, raising=False)
+    assert default_embed_threads() == threads
+    assert Settings().embed_threads == threads
+    monkeypatch.setenv("ENGRAM_EMBED_THREADS", "3")
+    assert Settings().embed_threads == 3
+
+
 def test_closed_embedder_refuses_work() -> None:
     model = MiniLMEmbedder()
     model.close()
@@ -362,10 +396,14 @@ def test_closed_embedder_refuses_work() -> None:
 
 
 def test_load_default_embedder() -> None:
-    settings = Settings(embed_max_batch=8, embed_max_tokens=128)
+    settings = Settings(embed_max_batch=8, embed_max_tokens=128, embed_threads=2,
+                        embed_spin_us=7)
     batcher = load_default_embedder(settings)
     try:
         assert isinstance(batcher, MicroBatcher)
+        inner = batcher._inner
+        assert isinstance(inner, MiniLMEmbedder)
+        assert (inner.threads, inner.spin_us, inner.max_tokens) == (2, 7, 128)
         assert isinstance(batcher, Embedder)
         assert batcher.max_batch == 8
         assert (batcher.model_name, batcher.dimension) == ("all-MiniLM-L6-v2", 384)

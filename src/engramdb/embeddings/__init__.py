@@ -6,6 +6,7 @@ from engramdb.embeddings.onnx_minilm import (
     MiniLMEmbedder,
     ModelIntegrityError,
     load_default_embedder,
+    minilm_from_settings,
 )
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "MiniLMEmbedder",
     "ModelIntegrityError",
     "load_default_embedder",
+    "minilm_from_settings",
 ]
