@@ -260,3 +260,31 @@ def test_console_script_exit_codes(db: Path) -> None:
     bad = subprocess.run([str(exe), "add", "x", "--importance", "1.5", "--db", str(db)],
                          capture_output=True, text=True, env=env, timeout=60)
     assert bad.returncode == 2 and "importance" in bad.stderr and bad.stdout == ""
+
+
+@pytest.mark.parametrize(("workers", "env", "threads"),
+                         [(1, None, None), (2, None, "1"), (2, "2", "2")])
+def test_serve_shares_the_cores_between_workers(
+    monkeypatch: pytest.MonkeyPatch, db: Path, workers: int, env: str | None,
+    threads: str | None,
+) -> None:
+    """Each worker process runs its own model: two workers on two cores get one ORT thread
+    each, unless ENGRAM_EMBED_THREADS says otherwise."""
+    import uvicorn
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    for name in ("ENGRAM_EMBED_THREADS", "ENGRAM_DATABASE_URL"):  # serve sets them:
+        monkeypatch.setenv(name, "")  # registered here, so removed again after the test
+        monkeypatch.delenv(name)
+    if env is not None:
+        monkeypatch.setenv("ENGRAM_EMBED_THREADS", env)
+    seen: dict[str, Any] = {}
+
+    def fake_run(app: str, **kw: Any) -> None:  # uvicorn itself runs in test_server_live
+        seen.update(kw, threads=os.environ.get("ENGRAM_EMBED_THREADS"))
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    run("serve", "--workers", str(workers), "--port", "8999", "--db", db)
+    assert seen["workers"] == workers and seen["port"] == 8999
+    assert seen["threads"] == threads
+    assert os.environ["ENGRAM_DATABASE_URL"] == f"sqlite:///{db}"

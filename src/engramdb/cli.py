@@ -205,12 +205,17 @@ def serve(
 
     import uvicorn
 
+    from .settings import default_embed_threads
+
     settings = _settings(db)
     # Worker processes read their settings from the environment.
     os.environ["ENGRAM_DATABASE_URL"] = settings.resolved_database_url()
     host = host or settings.host
     port = port or settings.port
     workers = workers or settings.workers
+    if workers > 1 and "ENGRAM_EMBED_THREADS" not in os.environ:
+        # each worker runs its own model: share the cores rather than oversubscribe them
+        os.environ["ENGRAM_EMBED_THREADS"] = str(default_embed_threads(workers))
     typer.echo(f"Engram serving {settings.resolved_database_url()} on http://{host}:{port} "
                f"(docs: http://{host}:{port}/docs)", err=True)
     uvicorn.run("engramdb.server.app:create_app", factory=True, host=host, port=port,

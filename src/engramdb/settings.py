@@ -16,17 +16,18 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("engram", appauthor=False))
 
 
-def default_embed_threads() -> int:
-    """Two ONNX Runtime threads where this process may use two cores, else one.
+def default_embed_threads(processes: int = 1) -> int:
+    """Two ONNX Runtime threads per process where the processes may use two cores each,
+    else fewer, at least one.
 
     Two threads embed a lone query in ~5 ms instead of ~8 on this project's 2-core
     reference machine; more add little for a 10–30-token input (docs/architecture.md,
-    "Embedding threads")."""
+    "Embedding threads"). `processes` > 1 (server workers) share the cores."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    return max(1, min(2, cores))
+    return max(1, min(2, cores // max(1, processes)))
 
 
 class Settings(BaseSettings):
