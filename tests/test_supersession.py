@@ -473,3 +473,37 @@ def test_thresholds_replace_keeps_validation() -> None:
     assert th.containment == 0.9
     with pytest.raises(ValueError):
         replace(th, containment=-0.1)
+
+
+# -- the cue prefilters ------------------------------------------------------------------
+
+
+def _cue_texts() -> list[str]:
+    texts = [t for pair in load_pairs() for t in (pair["new"], pair["old"])]
+    texts += ["no longer vegan, now eats fish", "she moved to Berlin last year",
+              "used to smoke but quit", "not anymore", "", "   ", "NOW", "x" * 300]
+    return texts
+
+
+def test_cue_prefilters_change_no_result() -> None:
+    """One alternation search stands in front of each cue list and the family patterns;
+    what they find must equal searching every pattern on its own."""
+    from engramdb.engine import supersession as s
+
+    lists = [s._STRONG, s._WEAK, s._ADDITIVE, s._NEGATION, s._NON_CURRENT]
+    found_any = 0
+    for text in _cue_texts():
+        low = text.lower()
+        for cues in lists:
+            brute = tuple(dict.fromkeys(
+                m.group(0).strip(" ,") for p in cues.patterns for m in [p.search(low)] if m))
+            assert s._find(cues, low) == brute, (text, cues.patterns[:2])
+            found_any += bool(brute)
+        families = {name for name, rx in s._FAMILY_RES.items() if rx.search(low)}
+        assert s._families(low) == families
+        stems: set[str] = set()
+        for rx in s._FAMILY_RES.values():
+            for m in rx.finditer(low):
+                stems.update(stem(w) for w in m.group(0).split())
+        assert s._trigger_stems(low) == stems
+    assert found_any > 20  # the texts do exercise the cues

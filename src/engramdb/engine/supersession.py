@@ -310,11 +310,24 @@ FAMILIES: dict[str, tuple[str, str]] = {
                         r"parents?|grandmother|grandfather|cousin|baby)\b"),
 }
 _FAMILY_RES = {name: re.compile(pat) for name, (_, pat) in FAMILIES.items()}
+_ANY_FAMILY = re.compile("|".join(f"(?:{rx.pattern})" for rx in _FAMILY_RES.values()))
 
 
-def _compile(patterns: Iterable[str]) -> list[re.Pattern[str]]:
-    return [re.compile(p if p.startswith(("\\b", "^", ",")) else rf"\b{p}\b")
-            for p in patterns]
+class _Cues:
+    """A list of cue patterns and one alternation of them all: most texts match no cue of
+    a list, and one search of the alternation says so (analyse() ran ~600k single-pattern
+    searches per 2,300 memories ingested)."""
+
+    __slots__ = ("any", "patterns")
+
+    def __init__(self, patterns: Iterable[re.Pattern[str]]) -> None:
+        self.patterns = list(patterns)
+        self.any = re.compile("|".join(f"(?:{p.pattern})" for p in self.patterns))
+
+
+def _compile(patterns: Iterable[str]) -> _Cues:
+    return _Cues(re.compile(p if p.startswith(("\\b", "^", ",")) else rf"\b{p}\b")
+                 for p in patterns)
 
 
 _STRONG = _compile(STRONG_CHANGE)
@@ -613,8 +626,10 @@ def _parse_subject(toks: list[str]) -> tuple[Subject, int]:
     return _np_subject(root, words, sentence_initial=(root is None and i == start)), j
 
 
-def _find(patterns: list[re.Pattern[str]], text: str) -> tuple[str, ...]:
-    found = (m.group(0).strip(" ,") for p in patterns for m in [p.search(text)] if m)
+def _find(cues: _Cues, text: str) -> tuple[str, ...]:
+    if not cues.any.search(text):
+        return ()
+    found = (m.group(0).strip(" ,") for p in cues.patterns for m in [p.search(text)] if m)
     return tuple(dict.fromkeys(found))
 
 
@@ -667,11 +682,15 @@ _FUNCTIONAL_MODIFIER_STEMS = frozenset(stem(w) for w in FUNCTIONAL_MODIFIERS)
 
 
 def _families(text: str) -> set[str]:
+    if not _ANY_FAMILY.search(text):
+        return set()
     return {name for name, rx in _FAMILY_RES.items() if rx.search(text)}
 
 
 def _trigger_stems(text: str) -> set[str]:
     out: set[str] = set()
+    if not _ANY_FAMILY.search(text):
+        return out
     for rx in _FAMILY_RES.values():
         for m in rx.finditer(text):
             out.update(stem(w) for w in m.group(0).split())
