@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 
-from engramdb import Engram
+from engramdb import Engram, Settings
+from engramdb.embeddings import Embedder
 from engramdb.engine.overlap import Overlap
 
 
@@ -84,3 +86,40 @@ def test_search_results_do_not_depend_on_the_overlap(engram: Engram) -> None:
         assert [(h.memory.id, round(h.score, 9)) for h in a] == \
             [(h.memory.id, round(h.score, 9)) for h in b]
         assert a and a[0].explain == b[0].explain
+
+
+def test_add_many_embeds_ahead_with_the_same_results(
+        tmp_path: Path, embedder: Embedder) -> None:
+    """add_many embeds chunk by chunk on a spare thread while it saves the users whose items
+    are all embedded; the statuses are those of embedding everything first."""
+    items = [
+        {"content": "User likes green tea", "user_id": "u1"},
+        {"content": "User's sister Ana lives in Porto and teaches mathematics at a school "
+                    "near the river", "user_id": "u2"},
+        {"content": "User likes green tea.", "user_id": "u1"},  # near twin in the batch
+        {"content": "User drives an old blue Volvo estate", "user_id": "u3"},
+        {"content": "User likes green tea", "user_id": "u1"},  # exact copy in the batch
+        {"content": "User is allergic to cats", "user_id": "u2"},
+        {"content": "User plays chess online most evenings after work", "user_id": "u3"},
+        {"content": "Stored before", "user_id": "u3"},
+        {"content": "User's favourite film is Spirited Away", "user_id": None},
+    ] + [{"content": f"Note number {i} about project {i * 7}", "user_id": f"u{i % 4}"}
+         for i in range(12)]
+    outcomes = []
+    for name, workers in (("ahead", 2), ("serial", 0)):
+        settings = Settings(embed_max_batch=3)
+        with Engram(path=tmp_path / f"{name}.db", embedder=embedder,
+                    settings=settings) as mem:
+            mem.service.overlap.close()
+            mem.service.overlap = Overlap(workers)
+            mem.add("Stored before", user_id="u3")
+            results = mem.add_many(items)
+            if workers:
+                assert mem.service.overlap.started >= len(items) // 3 - 1
+            outcomes.append([(r.status.value, r.memory.content, r.memory.user_id,
+                              r.existing_id is not None, r.tokens_used) for r in results])
+            assert mem.list(limit=100).total == sum(
+                r.status.value != "duplicate" for r in results) + 1
+    assert outcomes[0] == outcomes[1]
+    statuses = [o[0] for o in outcomes[0]]
+    assert statuses.count("duplicate") == 3 and statuses[2] == "duplicate"

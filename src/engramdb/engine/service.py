@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import builtins
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from ..clock import Clock, SystemClock
-from ..embeddings.base import Embedder
+from ..embeddings.base import Embedder, EmbedResult
 from ..errors import Conflict, Duplicate, NotFound, QuotaExceeded, ValidationError
 from ..ids import new_id
 from ..models import (
@@ -360,33 +361,26 @@ class MemoryService:
 
         if todo:
             self._check_quota(tenant_id, len(todo))
-        emb = self.embedder.embed([drafts[i].content for i in todo])
-        vectors = {i: emb.vectors[j] for j, i in enumerate(todo)}
-        tokens = {i: emb.tokens[j] for j, i in enumerate(todo)}
-
         by_user: dict[str | None, builtins.list[int]] = {}
         for i in todo:
             by_user.setdefault(drafts[i].user_id, []).append(i)
-        for user_id, idxs in by_user.items():
-            with self._scope_lock(tenant_id, user_id), self.store.atomic(tenant_id, user_id):
-                saved: builtins.list[tuple[int, Vector]] = []
-                for i in idxs:
-                    d = drafts[i]
-                    # near duplicates of items saved earlier in this batch (not yet visible
-                    # to the store's index until the section commits)
-                    twin = self._batch_twin(d, vectors[i], saved, drafts)
-                    if twin is not None:
-                        j, sim = twin
-                        first = results[j]
-                        assert first is not None
-                        results[i] = SaveResult(SaveStatus.DUPLICATE, first.id, first.memory,
-                                                existing_id=first.id, similarity=sim,
-                                                tokens_used=tokens[i])
-                        continue
-                    res = self._save(tenant_id, d, hashes[i], vectors[i], tokens[i], actor)
-                    results[i] = res
-                    if res.status is SaveStatus.SAVED:
-                        saved.append((i, vectors[i]))
+        # Embedded shortest first (little padding in each model run), a chunk ahead of the
+        # saving; a user's section is saved once all of its items are embedded.
+        order = sorted(todo, key=lambda i: len(drafts[i].content))
+        vectors: dict[int, Vector] = {}
+        tokens: dict[int, int] = {}
+        missing = {user_id: len(idxs) for user_id, idxs in by_user.items()}
+        for start, emb in self._embedded_ahead([drafts[i].content for i in order]):
+            ready: builtins.list[str | None] = []
+            for i, vec, n in zip(order[start:], emb.vectors, emb.tokens, strict=False):
+                vectors[i], tokens[i] = vec, n
+                user_id = drafts[i].user_id
+                missing[user_id] -= 1
+                if not missing[user_id]:
+                    ready.append(user_id)
+            for user_id in ready:
+                self._save_section(tenant_id, by_user[user_id], drafts, hashes, vectors, tokens,
+                                   results, actor)
         # copies of an item that appeared earlier in the batch
         for i, (d, h) in enumerate(zip(drafts, hashes, strict=True)):
             if results[i] is None:
@@ -395,6 +389,49 @@ class MemoryService:
                 results[i] = SaveResult(SaveStatus.DUPLICATE, first.id, first.memory,
                                         existing_id=first.id, similarity=1.0)
         return [r for r in results if r is not None]
+
+    def _save_section(self, tenant_id: str, idxs: builtins.list[int],
+                      drafts: builtins.list[Draft], hashes: builtins.list[str],
+                      vectors: dict[int, Vector], tokens: dict[int, int],
+                      results: builtins.list[SaveResult | None], actor: str | None) -> None:
+        """Save the batch items `idxs` of one user, in order, in one write section."""
+        user_id = drafts[idxs[0]].user_id
+        with self._scope_lock(tenant_id, user_id), self.store.atomic(tenant_id, user_id):
+            saved: builtins.list[tuple[int, Vector]] = []
+            for i in idxs:
+                d = drafts[i]
+                # near duplicates of items saved earlier in this batch (not yet visible
+                # to the store's index until the section commits)
+                twin = self._batch_twin(d, vectors[i], saved, drafts)
+                if twin is not None:
+                    j, sim = twin
+                    first = results[j]
+                    assert first is not None
+                    results[i] = SaveResult(SaveStatus.DUPLICATE, first.id, first.memory,
+                                            existing_id=first.id, similarity=sim,
+                                            tokens_used=tokens[i])
+                    continue
+                res = self._save(tenant_id, d, hashes[i], vectors[i], tokens[i], actor)
+                results[i] = res
+                if res.status is SaveStatus.SAVED:
+                    saved.append((i, vectors[i]))
+
+    def _embedded_ahead(self, texts: Sequence[str]) -> Iterator[tuple[int, EmbedResult]]:
+        """(offset, result) for chunks of `texts`, each embedded on a spare thread while the
+        caller saves the one before: writing a batch then overlaps embedding it instead of
+        following it (docs/architecture.md, "Ingest"). One model run at a time, so the
+        model keeps its threads to itself."""
+        size = max(1, self.settings.embed_max_batch)
+
+        def embed(start: int) -> Callable[[], EmbedResult]:
+            return self.overlap.start(partial(self.embedder.embed, texts[start:start + size]))
+
+        pending = embed(0) if texts else None
+        for start in range(0, len(texts), size):
+            assert pending is not None
+            result = pending()
+            pending = embed(start + size) if start + size < len(texts) else None
+            yield start, result
 
     def add_conversation(self, tenant_id: str, session_id: str, messages: Sequence[Any], *,
                          user_id: str | None = None, agent_id: str | None = None,
