@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,6 +21,7 @@ from httpx import Response
 from engramdb import FrozenClock, Settings
 from engramdb.clock import Clock
 from engramdb.embeddings import Embedder
+from engramdb.errors import Unauthorized
 from engramdb.server import Engine, build_engine, create_app
 
 UNKNOWN_ID = "01a1f000-0000-7000-8000-000000000000"
@@ -155,6 +157,41 @@ def test_revoked_key_is_401_at_once(srv: Server) -> None:
     assert "invalid" in err["message"]
     assert_error(srv.client.delete(f"/v1/admin/keys/{UNKNOWN_ID}", headers=srv.h),
                  404, "NOT_FOUND", "key_id")
+
+
+def test_key_checks_use_the_store_only_when_not_cached(
+        srv: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key seen in the last 5 s is checked from memory on the event loop; an unknown or
+    stale one goes to the store (in the thread pool), and a key the store does not know
+    is refused either way."""
+    admin = srv.engine.admin
+    lookups: list[str] = []
+    real = admin.store.get_key_by_hash
+
+    def counted(digest: str) -> Any:
+        lookups.append(digest)
+        return real(digest)
+
+    monkeypatch.setattr(admin.store, "get_key_by_hash", counted)
+    key = srv.key()
+    admin._forget_cache()
+    lookups.clear()
+    assert admin.cached_principal(key) is None
+    for _ in range(3):
+        assert srv.client.get("/v1/memories", headers=auth(key)).status_code == 200
+    assert len(lookups) == 1  # the first request asked the store, the others the cache
+    assert admin.cached_principal(key) is not None
+    later = time.monotonic() + 6.0
+    monkeypatch.setattr("engramdb.engine.admin.time.monotonic", lambda: later)
+    assert admin.cached_principal(key) is None  # stale: asked again
+    assert srv.client.get("/v1/memories", headers=auth(key)).status_code == 200
+    assert len(lookups) == 2
+    for bad in ("eng_live_" + "x" * 43, "y" * 10_000):
+        assert_error(srv.client.get("/v1/memories", headers=auth(bad)), 401, "UNAUTHORIZED")
+    with pytest.raises(Unauthorized):
+        admin.cached_principal(None)
+    with pytest.raises(Unauthorized):
+        admin.cached_principal("z" * 10_000)
 
 
 # -- scopes ---------------------------------------------------------------------------

@@ -199,28 +199,44 @@ class AdminService:
 
     # -- requests ------------------------------------------------------------------------
 
+    def cached_principal(self, presented: str | None) -> Principal | None:
+        """The principal for a key seen in the last 5 s, without touching the store (so an
+        async caller may call it on its event loop); None when the store must be asked.
+        Raises Unauthorized / Forbidden as `authenticate` does."""
+        digest = self._digest(presented)
+        with self._cache_lock:
+            hit = self._cache.get(digest)
+        if hit is None or time.monotonic() - hit[0] >= 5.0:
+            return None
+        return self._admitted(hit[1])
+
     def authenticate(self, presented: str | None) -> Principal:
         """The principal for a presented key, or Unauthorized / Forbidden (suspended)."""
+        principal = self.cached_principal(presented)
+        if principal is not None:
+            return principal
+        digest = self._digest(presented)
+        key = self.store.get_key_by_hash(digest)
+        if key is None or key.revoked_at is not None:
+            raise Unauthorized("invalid API key")
+        tenant = self.store.get_tenant(key.tenant_id)
+        if tenant is None:
+            raise Unauthorized("invalid API key")
+        principal = Principal(tenant, key)
+        with self._cache_lock:
+            self._cache[digest] = (time.monotonic(), principal)
+        return self._admitted(principal)
+
+    @staticmethod
+    def _digest(presented: str | None) -> str:
         if not presented:
             raise Unauthorized("missing API key (Authorization: Bearer <key> or X-API-Key)")
         if len(presented) > MAX_KEY_CHARS:
             raise Unauthorized("invalid API key")
-        digest = hash_key(presented)
-        now = time.monotonic()
-        with self._cache_lock:
-            hit = self._cache.get(digest)
-        if hit is not None and now - hit[0] < 5.0:
-            principal = hit[1]
-        else:
-            key = self.store.get_key_by_hash(digest)
-            if key is None or key.revoked_at is not None:
-                raise Unauthorized("invalid API key")
-            tenant = self.store.get_tenant(key.tenant_id)
-            if tenant is None:
-                raise Unauthorized("invalid API key")
-            principal = Principal(tenant, key)
-            with self._cache_lock:
-                self._cache[digest] = (now, principal)
+        return hash_key(presented)
+
+    @staticmethod
+    def _admitted(principal: Principal) -> Principal:
         if principal.tenant.status is TenantStatus.SUSPENDED:
             raise Forbidden(f"tenant {principal.tenant.id} is suspended")
         return principal
