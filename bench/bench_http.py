@@ -7,7 +7,7 @@ searches (latency with one client, throughput with 8), against the raw embedder.
 
 Without --url it starts `engram serve` (one worker, the default settings) on a fresh
 temporary database. All HTTP load comes from a load generator in a separate process
-(multiprocessing, spawn): N threads, each with its own keep-alive httpx.Client, pulling
+(multiprocessing, spawn): N threads, each with its own keep-alive http.client connection, pulling
 requests from a shared queue; latencies are client-side wall times per request. The
 benchmark's own process only orchestrates, and measures the raw embedder while the server is
 idle. See bench/README.md ("bench_http.py") for every figure and the targets.
@@ -52,10 +52,49 @@ Job = tuple[str, str, Any]  # method, path, JSON body
 # -- the load generator (runs in its own process) -----------------------------------------
 
 
+class _Client:
+    """One keep-alive HTTP/1.1 connection on the standard library's http.client.
+
+    The load generator shares the 2-core machine with the server, so what it spends per
+    request lands in the measured latency twice: as its own time and as CPU taken from
+    the server. http.client spends a fraction of httpx's time per request
+    (bench/README.md, "bench_http.py")."""
+
+    def __init__(self, url: str, key: str) -> None:
+        import http.client
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        self._new = lambda: http.client.HTTPConnection(parts.hostname or "127.0.0.1",
+                                                       parts.port or 80, timeout=600.0)
+        self._conn = self._new()
+        self._headers = {"Authorization": f"Bearer {key}",
+                         "Content-Type": "application/json"}
+
+    def request(self, method: str, path: str, body: Any) -> tuple[int, bytes]:
+        import http.client
+
+        data = None if body is None else json.dumps(body).encode()
+        for attempt in (1, 2):
+            try:
+                self._conn.request(method, path, body=data, headers=self._headers)
+                r = self._conn.getresponse()
+                return r.status, r.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError,
+                    BrokenPipeError, http.client.CannotSendRequest):
+                # the server closed the kept-alive connection: reconnect once
+                self._conn.close()
+                self._conn = self._new()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 def _load_worker(url: str, key: str, jobs: list[Job], clients: int, label: str,
                  conn: Any) -> None:
-    import httpx
-
     q: queue.SimpleQueue[tuple[int, Job] | None] = queue.SimpleQueue()
     for i, job in enumerate(jobs):
         q.put((i, job))
@@ -72,17 +111,17 @@ def _load_worker(url: str, key: str, jobs: list[Job], clients: int, label: str,
     t_start = time.perf_counter()
 
     def client() -> None:
-        headers = {"Authorization": f"Bearer {key}"}
-        with httpx.Client(base_url=url, headers=headers, timeout=600.0) as c:
+        c = _Client(url, key)
+        try:
             while (item := q.get()) is not None:
                 i, (method, path, body) = item
                 t0 = time.perf_counter()
-                r = c.request(method, path, json=body)
+                status, raw = c.request(method, path, body)
                 lat[i] = (time.perf_counter() - t0) * 1000
-                codes[i] = r.status_code
+                codes[i] = status
                 local: Counter[str] = Counter()
-                if r.status_code < 300 and path.startswith("/v1/memories"):
-                    data = r.json()["data"]
+                if status < 300 and path.startswith("/v1/memories"):
+                    data = json.loads(raw)["data"]
                     for res in data if isinstance(data, list) else [data]:
                         local[res["status"]] += 1
                 with lock:
@@ -94,6 +133,8 @@ def _load_worker(url: str, key: str, jobs: list[Job], clients: int, label: str,
                     eta = (len(jobs) - n) * el / n
                     print(f"  [{label}] {n:,}/{len(jobs):,} requests  {n / el:,.1f}/s  "
                           f"elapsed {el:,.0f} s  ETA {eta:,.0f} s", file=sys.stderr, flush=True)
+        finally:
+            c.close()
 
     cpu0 = os.times()
     threads = [threading.Thread(target=client) for _ in range(clients)]
