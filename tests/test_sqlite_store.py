@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -813,3 +814,63 @@ def test_keyword_search_treats_fts_syntax_as_words(db: Path) -> None:
         assert ids(s.keyword_search(F(user_id="u1"), q, 5)) == [r.id], q
     assert s.keyword_search(F(user_id="u1"), "( ) * : ^", 5) == []
     s.close()
+
+
+# -- keyword index upkeep ---------------------------------------------------------------------
+
+
+def segment_lookups(store: SQLiteStore, query: str) -> int:
+    """How many FTS5 segments one keyword search of a single word probes."""
+    conn = store._conn()
+    seen: list[str] = []
+    conn.set_trace_callback(seen.append)
+    try:
+        store.keyword_search(F(user_id="u1"), query, 50)
+    finally:
+        conn.set_trace_callback(None)
+    return sum("memories_kw_idx" in sql for sql in seen)
+
+
+def test_merging_the_keyword_index_keeps_results_and_cuts_lookups(db: Path) -> None:
+    s = open_store(db)
+    for i in range(120):  # one write transaction, so one FTS5 segment, each
+        r = record(content=f"walnut note {i} " + "filler " * (i % 7), user_id=f"u{i % 2}")
+        s.insert(r, unit(i), event(r))
+    before = s.keyword_search(F(user_id="u1"), "walnut note", 50)
+    many = segment_lookups(s, "walnut")
+    assert s.merge_keyword_index() >= 2
+    merged = segment_lookups(s, "walnut")
+    s._writer.execute("INSERT INTO memories_kw (memories_kw) VALUES ('optimize')")
+    assert merged == segment_lookups(s, "walnut") < many / 4  # as good as FTS5's optimize
+    after = s.keyword_search(F(user_id="u1"), "walnut note", 50)
+    assert ids(after) == ids(before) and len(after) == 50
+    np.testing.assert_allclose([x for _, x in after], [x for _, x in before], rtol=1e-9)
+    assert s.merge_keyword_index() == 1  # nothing left: one step finds no work
+    s.close()
+
+
+def test_keyword_index_is_merged_in_the_background(
+        db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_mod, "KW_MERGE_AFTER", 25)
+    s = open_store(db)
+
+    def add(i: int) -> None:
+        r = record(content=f"hazel branch {i}", user_id="u1")
+        s.insert(r, unit(i), event(r))
+
+    for i in range(24):
+        add(i)
+    assert s._kw_upkeep is None  # below the threshold: no thread yet
+    many = segment_lookups(s, "hazel")
+    add(24)  # the 25th write transaction wakes the merge
+    deadline = time.monotonic() + 20
+    while s.kw_merges < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert s.kw_merges >= 1 and s._kw_upkeep is not None
+    assert s._kw_upkeep.name == "engram-fts-merge"
+    merged = segment_lookups(s, "hazel")
+    assert merged < many / 4
+    assert s.merge_keyword_index() == 1 and segment_lookups(s, "hazel") == merged
+    assert len(s.keyword_search(F(user_id="u1"), "hazel", 100)) == 25
+    s.close()
+    assert not s._kw_upkeep.is_alive()

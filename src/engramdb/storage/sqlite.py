@@ -235,6 +235,13 @@ _INSERT = (
 )
 _KW_INSERT = "INSERT INTO memories_kw (rowid, t, u) VALUES (?, ?, ?)"
 _KW_DELETE = "INSERT INTO memories_kw (memories_kw, rowid, t, u) VALUES ('delete', ?, ?, ?)"
+# Every write transaction leaves FTS5 a new segment, and FTS5's own merging keeps ~3 per
+# level of a log-4 hierarchy: at 100k memories a word was looked up in ~20 segments, half
+# of a typical keyword search's time. After KW_MERGE_AFTER such transactions a background
+# thread merges the index back into one segment, KW_MERGE_PAGES pages per transaction so
+# that writers wait for one step at most (docs/architecture.md, "Keyword index upkeep").
+KW_MERGE_AFTER = 1000
+KW_MERGE_PAGES = 1000
 _UPDATE = (
     "UPDATE memories SET "
     + ", ".join(f"{c} = ?" for c in _COLUMNS if c not in ("tenant_id", "id"))
@@ -348,6 +355,10 @@ class SQLiteStore:
         self._cache: dict[tuple[str, str], Partition] = {}
         self._cache_lock = threading.Lock()
         self._kw_stats = TenantWordStats(self._count_tenant_rows, self._count_tenant_word)
+        self._kw_segments = 0  # write transactions that changed the keyword index since
+        self._kw_upkeep: threading.Thread | None = None  # the last merge (under _write_lock)
+        self._kw_wake = threading.Event()
+        self.kw_merges = 0  # completed merges of the keyword index (for tests and stats)
         self._dim: int | None = None
         self._model: str | None = None
         self._closed = False
@@ -385,6 +396,9 @@ class SQLiteStore:
     def close(self) -> None:
         self._closed = True
         self._kw_stats.close()
+        self._kw_wake.set()
+        if self._kw_upkeep is not None:
+            self._kw_upkeep.join()
         with self._readers_lock:
             for conn in self._readers:
                 conn.close()
@@ -466,6 +480,7 @@ class SQLiteStore:
             self._local.depth = 1
             self._local.touched = {}
             self._local.ops = []
+            self._local.kw_changed = False
             try:
                 self._writer.execute("BEGIN IMMEDIATE")
                 try:
@@ -475,10 +490,67 @@ class SQLiteStore:
                     self._writer.execute("ROLLBACK")
                     raise
                 self._apply_cache_ops()
+                if self._local.kw_changed:
+                    self._kw_committed()
             finally:
                 self._local.depth = 0
                 self._local.touched = {}
                 self._local.ops = []
+                self._local.kw_changed = False
+
+    def _kw_committed(self) -> None:
+        """A write transaction changed the keyword index (under _write_lock)."""
+        self._kw_segments += 1
+        if self._kw_segments < KW_MERGE_AFTER or self._closed:
+            return
+        if self._kw_upkeep is None:
+            self._kw_upkeep = threading.Thread(target=self._kw_upkeep_loop,
+                                               name="engram-fts-merge", daemon=True)
+            self._kw_upkeep.start()
+        self._kw_wake.set()
+
+    def _kw_upkeep_loop(self) -> None:
+        while True:
+            self._kw_wake.wait()
+            self._kw_wake.clear()
+            if self._closed:
+                return
+            try:
+                self.merge_keyword_index()
+            except Exception:  # upkeep only: searches stay correct, just slower
+                log.exception("merging the keyword index failed; retried later")
+
+    def merge_keyword_index(self) -> int:
+        """Merge the keyword index's segments into one; returns the merge steps taken.
+
+        Each step is one short write transaction of at most KW_MERGE_PAGES pages of FTS5
+        merge work ('merge' with a negative count first, which puts every segment on one
+        level, then positive counts that carry the started merge on), until a step finds
+        nothing left to do. Writers of this and other processes queue for one step at most.
+        """
+        steps = 0
+        pages = -KW_MERGE_PAGES
+        while not self._closed:
+            with self._write_lock:
+                self._kw_segments = 0
+                conn = self._writer
+                before = conn.total_changes
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.execute(
+                        "INSERT INTO memories_kw (memories_kw, rank) VALUES ('merge', ?)",
+                        (pages,))
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                steps += 1
+                # FTS5: fewer than two changed rows means the step found nothing to merge
+                if conn.total_changes - before < 2:
+                    self.kw_merges += 1
+                    return steps
+            pages = KW_MERGE_PAGES
+        return steps
 
     def _bump(self, tenant_id: str, user_key: str) -> None:
         touched: dict[tuple[str, str], int] = self._local.touched
@@ -550,6 +622,7 @@ class SQLiteStore:
             )
             conn.execute(_KW_INSERT, (rowid, *_kw_values(
                 record.tenant_id, record.user_id or "", record.content)))
+            self._local.kw_changed = True
             self._insert_event(conn, event)
             self._queue_partition(rowid, record, vector)
 
@@ -579,6 +652,7 @@ class SQLiteStore:
                     record.tenant_id, old_user, old_content)))
                 conn.execute(_KW_INSERT, (rowid, *_kw_values(
                     record.tenant_id, new_user, record.content)))
+                self._local.kw_changed = True
             self._insert_event(conn, event)
             self._queue_partition(rowid, record, vector)
 
@@ -592,6 +666,7 @@ class SQLiteStore:
                 return False
             rowid, user_key = int(row[0]), row[1]
             conn.execute(_KW_DELETE, (rowid, *_kw_values(tenant_id, user_key, row[2])))
+            self._local.kw_changed = True
             conn.execute("DELETE FROM memory_vectors WHERE memory_rowid = ?", (rowid,))
             conn.execute("DELETE FROM memories WHERE rowid = ?", (rowid,))
             conn.execute(
@@ -624,6 +699,7 @@ class SQLiteStore:
                 rowid = int(cur.lastrowid or 0)
                 conn.execute(_KW_INSERT, (rowid, *_kw_values(
                     rec.tenant_id, rec.user_id or "", rec.content)))
+                self._local.kw_changed = True
                 if blob is None:
                     self._bump(rec.tenant_id, rec.user_id or "")
                     continue
