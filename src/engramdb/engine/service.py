@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import builtins
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
@@ -417,21 +417,22 @@ class MemoryService:
                     saved.append((i, vectors[i]))
 
     def _embedded_ahead(self, texts: Sequence[str]) -> Iterator[tuple[int, EmbedResult]]:
-        """(offset, result) for chunks of `texts`, each embedded on a spare thread while the
-        caller saves the one before: writing a batch then overlaps embedding it instead of
-        following it (docs/architecture.md, "Ingest"). One model run at a time, so the
-        model keeps its threads to itself."""
+        """(offset, result) for chunks of `texts`: each chunk after the first is embedded on
+        a spare thread while the caller saves the one before, so that writing a batch
+        overlaps embedding it instead of following it (docs/architecture.md, "Ingest"). One
+        model run at a time, so the model keeps its threads to itself; a batch of one chunk
+        never leaves the caller's thread."""
         size = max(1, self.settings.embed_max_batch)
-
-        def embed(start: int) -> Callable[[], EmbedResult]:
-            return self.overlap.start(partial(self.embedder.embed, texts[start:start + size]))
-
-        pending = embed(0) if texts else None
+        if not texts:
+            return
+        result = self.embedder.embed(texts[:size])
         for start in range(0, len(texts), size):
-            assert pending is not None
-            result = pending()
-            pending = embed(start + size) if start + size < len(texts) else None
+            nxt = start + size
+            pending = (self.overlap.start(partial(self.embedder.embed, texts[nxt:nxt + size]))
+                       if nxt < len(texts) else None)
             yield start, result
+            if pending is not None:
+                result = pending()
 
     def add_conversation(self, tenant_id: str, session_id: str, messages: Sequence[Any], *,
                          user_id: str | None = None, agent_id: str | None = None,
