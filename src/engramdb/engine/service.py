@@ -419,9 +419,9 @@ class MemoryService:
     def _embedded_ahead(self, texts: Sequence[str]) -> Iterator[tuple[int, EmbedResult]]:
         """(offset, result) for chunks of `texts`: each chunk after the first is embedded on
         a spare thread while the caller saves the one before, so that writing a batch
-        overlaps embedding it instead of following it (docs/architecture.md, "Ingest"). One
-        model run at a time, so the model keeps its threads to itself; a batch of one chunk
-        never leaves the caller's thread."""
+        overlaps embedding it instead of following it (docs/architecture.md, write path,
+        "Ingest"). One model run at a time, so the model keeps its threads to itself; a
+        batch of one chunk never leaves the caller's thread."""
         size = max(1, self.settings.embed_max_batch)
         if not texts:
             return
