@@ -752,17 +752,6 @@ def test_keyword_stats_of_a_mid_sized_tenant_are_counted_when_first_needed(
     s.close()
 
 
-def test_keyword_search_without_sqlite_math_functions(db: Path) -> None:
-    s = open_store(db)
-    r = record(content="apricot jam", user_id="u1")
-    s.insert(r, unit(1), event(r))
-    expected = s.keyword_search(F(user_id="u1"), "apricot", 5)
-    conn = s._conn()
-    conn.create_function("ln", 1, lambda x: __import__("math").log(x), deterministic=True)
-    assert s.keyword_search(F(user_id="u1"), "apricot", 5) == expected
-    s.close()
-
-
 def test_migration_0004_builds_the_keyword_index_from_rows(db: Path) -> None:
     s = open_store(db)
     rows = [record(content=f"kiwi number {i}", user_id=f"u{i % 2}") for i in range(5)]

@@ -30,6 +30,7 @@ class Overlap:
             raise ValueError(f"workers must be >= 0, got {workers}")
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix=name)
         self._idle = threading.Semaphore(workers)
+        # counts for tests and stats (unlocked: approximate when callers race)
         self.started = 0  # tasks that ran on a spare thread
         self.inline = 0  # tasks left to the caller because no spare thread was idle
 
