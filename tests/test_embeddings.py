@@ -302,6 +302,71 @@ def test_unexpected_build_result_refused(tmp_path: Path, monkeypatch: pytest.Mon
     assert list(tmp_path.iterdir()) == []
 
 
+def write_safetensors(path: Path, tensors: dict[str, np.ndarray]) -> str:
+    """A safetensors file of float32 tensors; returns its sha256."""
+    header: dict[str, Any] = {}
+    offset = 0
+    for name, array in tensors.items():
+        size = array.astype("<f4").nbytes
+        header[name] = {
+            "dtype": "F32",
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    head = json.dumps(header).encode()
+    with path.open("wb") as f:
+        f.write(len(head).to_bytes(8, "little") + head)
+        for array in tensors.values():
+            f.write(np.ascontiguousarray(array, dtype="<f4").tobytes())
+    return sha256(path)
+
+
+def original_tensors() -> dict[str, np.ndarray]:
+    path = find_safetensors()
+    assert path is not None
+    raw = path.read_bytes()
+    header = onnx_minilm._safetensors_index(raw, str(path))
+    return {
+        name: onnx_minilm._safetensors_f32(raw, header, name)
+        for name, entry in header.items()
+        if entry["dtype"] == "F32"
+    }
+
+
+def test_fp32_graph_is_the_fused_one(fp32_model: bytes) -> None:
+    import onnx
+
+    nodes = onnx.load_model_from_string(fp32_model).graph.node
+    ops = [node.op_type for node in nodes]
+    # One fused node per block: the speed of exact mode depends on it (architecture.md).
+    assert ops.count("Attention") == 6
+    assert ops.count("SkipLayerNormalization") == 12
+    assert ops.count("BiasGelu") == 6
+    assert ops[0] == "EmbedLayerNormalization"
+    assert len(ops) == 1 + 6 * 7
+
+
+@pytest.mark.parametrize("change", ["extra tensor", "wrong shape", "missing tensor"])
+def test_build_refuses_weights_that_do_not_fit_bert(
+    change: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tensors = original_tensors()
+    if change == "extra tensor":
+        tensors["encoder.layer.6.output.dense.bias"] = np.zeros(384, dtype=np.float32)
+        expected = "does not use.*encoder.layer.6.output.dense.bias"
+    elif change == "wrong shape":
+        tensors["encoder.layer.2.intermediate.dense.bias"] = np.zeros(1535, dtype=np.float32)
+        expected = "encoder.layer.2.intermediate.dense.bias has shape"
+    else:
+        del tensors["encoder.layer.5.attention.self.value.weight"]
+        expected = "lack encoder.layer.5.attention.self.value.weight"
+    weights = tmp_path / "model.safetensors"
+    monkeypatch.setattr(onnx_minilm, "SAFETENSORS_SHA256", write_safetensors(weights, tensors))
+    with pytest.raises(ValueError, match=expected):
+        onnx_minilm.build_fp32_model(weights)
+
+
 def test_missing_weights_fp32_raises_auto_falls_back_with_one_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -396,8 +461,7 @@ def test_closed_embedder_refuses_work() -> None:
 
 
 def test_load_default_embedder() -> None:
-    settings = Settings(embed_max_batch=8, embed_max_tokens=128, embed_threads=2,
-                        embed_spin_us=7)
+    settings = Settings(embed_max_batch=8, embed_max_tokens=128, embed_threads=2, embed_spin_us=7)
     batcher = load_default_embedder(settings)
     try:
         assert isinstance(batcher, MicroBatcher)
@@ -570,8 +634,9 @@ def test_lone_caller_runs_inline_and_busy_model_queues_the_rest() -> None:
             fake.gate.set()
             held.result(TIMEOUT)
             for i, f in enumerate(others):
-                np.testing.assert_array_equal(f.result(TIMEOUT).vectors[0],
-                                              FakeEmbedder.vector(f"q{i}"))
+                np.testing.assert_array_equal(
+                    f.result(TIMEOUT).vectors[0], FakeEmbedder.vector(f"q{i}")
+                )
         # the three queued while the model was busy shared one run, on the worker
         assert sorted(fake.calls[2]) == ["q0", "q1", "q2"]
         assert fake.threads[2] == "engram-embed-batcher"
