@@ -43,6 +43,14 @@ def clip01(x: float) -> float:
     return 0.0 if x < 0.0 else 1.0 if x > 1.0 else x
 
 
+def weighted(w: Weights, semantic: float, keyword: float, importance: float,
+             relevance: float) -> float:
+    """The final score alone: what ranking needs of every candidate. `w` must be
+    normalised. `combine` gives the same score (the very same float) with its breakdown."""
+    return (w.semantic * clip01(semantic) + w.keyword * clip01(keyword)
+            + w.importance * clip01(importance) + w.relevance * clip01(relevance))
+
+
 def combine(w: Weights, semantic: float, keyword: float, importance: float,
             relevance: float) -> tuple[float, dict[str, float]]:
     """The final score and its breakdown (`explain`). `w` must be normalised."""
@@ -52,8 +60,7 @@ def combine(w: Weights, semantic: float, keyword: float, importance: float,
         "importance": clip01(importance),
         "relevance": clip01(relevance),
     }
-    score = (w.semantic * parts["semantic"] + w.keyword * parts["keyword"]
-             + w.importance * parts["importance"] + w.relevance * parts["relevance"])
+    score = weighted(w, semantic, keyword, importance, relevance)
     explain = dict(parts)
     explain.update({
         "w_semantic": w.semantic, "w_keyword": w.keyword,
@@ -74,12 +81,17 @@ def keyword_scores(raw: dict[str, float]) -> dict[str, float]:
 
 
 
+def timed(score: float, w_time: float, match: float) -> float:
+    """The score blended with the time match, as `with_time` computes it."""
+    return (1.0 - w_time) * score + w_time * clip01(match)
+
+
 def with_time(score: float, explain: dict[str, float], w_time: float,
               match: float) -> tuple[float, dict[str, float]]:
     """Blend in how well the memory's time fits a time expression of the query:
     ``(1 − w_time) · score + w_time · match``. The other weights in `explain` are scaled by
     ``1 − w_time`` so that the breakdown still adds up to the score."""
-    new = (1.0 - w_time) * score + w_time * clip01(match)
+    new = timed(score, w_time, match)
     out = dict(explain)
     for key in ("w_semantic", "w_keyword", "w_importance", "w_relevance"):
         out[key] = explain[key] * (1.0 - w_time)
