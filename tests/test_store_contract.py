@@ -9,6 +9,7 @@ Python reference (`visible`, `ranked`) over the records the test wrote.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
@@ -1005,6 +1006,63 @@ def test_atomic_commits_everything(store: Store, mk: Maker) -> None:
     for i, r in enumerate(recs):
         assert store.get("t1", r.id) == r
         assert ids(store.nearest(F(), unit(i), 1)) == [r.id]
+
+
+def test_atomic_section_over_several_scopes_rolls_back_and_commits_as_one(
+    store: Store, mk: Maker
+) -> None:
+    """add_many saves a chunk's users in one section naming all their scopes."""
+    doomed = [mk.record(user_id=u, content=f"doomed {u} walrus") for u in ("u1", "u2", None)]
+    with pytest.raises(Boom), store.atomic("t1", "u1", "u2", None):
+        for i, r in enumerate(doomed):
+            store.insert(r, unit(i), mk.event(r))
+            store.nearest(F(user_id=r.user_id, exact_scope=True), unit(i), 5)
+        raise Boom
+    for i, r in enumerate(doomed):
+        assert store.get("t1", r.id) is None
+        assert store.nearest(F(user_id=r.user_id, exact_scope=True), unit(i), 5) == []
+    assert store.keyword_search(F(), "walrus", 5) == []
+    kept = [mk.record(user_id=u, content=f"kept {u} walrus") for u in ("u2", "u1", None)]
+    with store.atomic("t1", "u2", "u1", None, "u1"):
+        for i, r in enumerate(kept):
+            store.insert(r, unit(i), mk.event(r))
+    for i, r in enumerate(kept):
+        assert store.get("t1", r.id) == r
+        assert ids(store.nearest(F(user_id=r.user_id, exact_scope=True), unit(i), 5)) == [r.id]
+    assert sorted(ids(store.keyword_search(F(), "walrus", 5))) == sorted(r.id for r in kept)
+
+
+def test_sections_over_overlapping_scopes_in_any_order_do_not_deadlock(
+    store: Store, mk: Maker
+) -> None:
+    """Each thread names the same scopes in another order; all sections must finish."""
+    orders = [("u1", "u2", "u3"), ("u3", "u2", "u1"), ("u2", "u3", "u1"), ("u3", "u1")]
+    errors: list[BaseException] = []
+    # Made up front: the Maker counts ids and is not thread-safe.
+    work = {
+        n: [[(r, mk.event(r)) for r in (mk.record(user_id=u) for u in
+                                         orders[(n + j) % len(orders)])] for j in range(15)]
+        for n in range(4)
+    }
+
+    def writer(n: int) -> None:
+        try:
+            for j, section in enumerate(work[n]):
+                with store.atomic("t1", *(r.user_id for r, _ in section)):
+                    for r, event in section:
+                        store.insert(r, unit(n * 100 + j), event)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "sections deadlocked"
+    assert errors == []
+    expected = sum(len(orders[(n + j) % len(orders)]) for n in range(4) for j in range(15))
+    assert len(list(store.iter_all())) == expected
 
 
 def test_reads_inside_a_section_see_its_own_writes(store: Store, mk: Maker) -> None:

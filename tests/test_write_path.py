@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -17,6 +20,8 @@ from engramdb import (
 )
 from engramdb.embeddings import Embedder
 from engramdb.engine.normalize import integrity_hash
+
+TOPICS = ["bird", "train", "space", "flower", "castle", "ship", "map"]
 
 
 def _cos(embedder: Embedder, a: str, b: str) -> float:
@@ -137,6 +142,35 @@ def test_add_many_reports_each_item_in_order(engram: Engram) -> None:
     assert engram.list(user_id="u").total == 3
     assert engram.list(user_id="other").total == 1
     assert engram.add_many([]) == []
+
+
+def test_add_many_saves_each_chunk_of_users_in_one_section(
+    tmp_path: Path, embedder: Embedder, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One write transaction per model chunk, not one per user (architecture.md)."""
+    with Engram(path=tmp_path / "e.db", embedder=embedder, clock=clock,
+                settings=Settings(embed_max_batch=8)) as engram:
+        store = engram.service.store
+        sections: list[tuple[str | None, ...]] = []
+        real_atomic = store.atomic
+
+        def counting(tenant_id: str, *user_ids: str | None) -> Any:
+            if not getattr(store._local, "depth", 0):
+                sections.append(user_ids)
+            return real_atomic(tenant_id, *user_ids)
+
+        monkeypatch.setattr(store, "atomic", counting)
+        items = [{"content": f"Person {n} collects {TOPICS[n % len(TOPICS)]} stamps",
+                  "user_id": f"user{n}"} for n in range(20)]
+        items.append({"content": "Person 3 collects tram tickets too", "user_id": "user3"})
+        results = engram.add_many(items)
+        assert [r.status for r in results] == [SaveStatus.SAVED] * len(items)
+        assert len(sections) <= 3  # 21 texts in chunks of 8
+        assert sorted(u for s in sections for u in s) == sorted({i["user_id"] for i in items})
+        for item, res in zip(items, results, strict=True):
+            assert engram.get(res.id).user_id == item["user_id"]
+            hits = engram.search(item["content"], user_id=item["user_id"])
+            assert res.id in [h.memory.id for h in hits]
 
 
 def test_duplicate_check_writes_nothing(engram: Engram) -> None:

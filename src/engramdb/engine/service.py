@@ -6,6 +6,7 @@ from __future__ import annotations
 import builtins
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
@@ -382,9 +383,9 @@ class MemoryService:
                 missing[user_id] -= 1
                 if not missing[user_id]:
                     ready.append(user_id)
-            for user_id in ready:
-                self._save_section(tenant_id, by_user[user_id], drafts, hashes, vectors, tokens,
-                                   results, actor)
+            if ready:
+                self._save_sections(tenant_id, ready, by_user, drafts, hashes, vectors, tokens,
+                                    results, actor)
         # copies of an item that appeared earlier in the batch
         for i, (d, h) in enumerate(zip(drafts, hashes, strict=True)):
             if results[i] is None:
@@ -394,31 +395,52 @@ class MemoryService:
                                         existing_id=first.id, similarity=1.0)
         return [r for r in results if r is not None]
 
-    def _save_section(self, tenant_id: str, idxs: builtins.list[int],
-                      drafts: builtins.list[Draft], hashes: builtins.list[str],
-                      vectors: dict[int, Vector], tokens: dict[int, int],
-                      results: builtins.list[SaveResult | None], actor: str | None) -> None:
-        """Save the batch items `idxs` of one user, in order, in one write section."""
-        user_id = drafts[idxs[0]].user_id
-        with self._scope_lock(tenant_id, user_id), self.store.atomic(tenant_id, user_id):
-            saved: builtins.list[tuple[int, Vector]] = []
-            for i in idxs:
-                d = drafts[i]
-                # near duplicates of items saved earlier in this batch (not yet visible
-                # to the store's index until the section commits)
-                twin = self._batch_twin(d, vectors[i], saved, drafts)
-                if twin is not None:
-                    j, sim = twin
-                    first = results[j]
-                    assert first is not None
-                    results[i] = SaveResult(SaveStatus.DUPLICATE, first.id, first.memory,
-                                            existing_id=first.id, similarity=sim,
-                                            tokens_used=tokens[i])
-                    continue
-                res = self._save(tenant_id, d, hashes[i], vectors[i], tokens[i], actor)
-                results[i] = res
-                if res.status is SaveStatus.SAVED:
-                    saved.append((i, vectors[i]))
+    def _save_sections(self, tenant_id: str, user_ids: builtins.list[str | None],
+                       by_user: dict[str | None, builtins.list[int]],
+                       drafts: builtins.list[Draft], hashes: builtins.list[str],
+                       vectors: dict[int, Vector], tokens: dict[int, int],
+                       results: builtins.list[SaveResult | None], actor: str | None) -> None:
+        """Save the batch items of these users, each user's in order, in one write section
+        over all their scopes: one transaction per model chunk rather than one per user.
+
+        A commit writes every page the transaction dirtied to the WAL (the row's table and
+        index leaves, the vector, the keyword index's new segment, history), so at 100k
+        memories over 1,000 users, where nearly every user of a batch has one item,
+        grouping halved the engine's own cost of an add_many (3.9 -> 2.0 ms a memory,
+        docs/architecture.md, write path). The scope locks are taken in sorted order, as
+        the store takes its own, so concurrent writers cannot deadlock."""
+        scopes = sorted({user_id or "" for user_id in user_ids})
+        with ExitStack() as held:
+            for scope in scopes:
+                held.enter_context(self._scope_lock(tenant_id, scope))
+            with self.store.atomic(tenant_id, *user_ids):
+                for user_id in user_ids:
+                    self._save_user_items(tenant_id, by_user[user_id], drafts, hashes, vectors,
+                                          tokens, results, actor)
+
+    def _save_user_items(self, tenant_id: str, idxs: builtins.list[int],
+                         drafts: builtins.list[Draft], hashes: builtins.list[str],
+                         vectors: dict[int, Vector], tokens: dict[int, int],
+                         results: builtins.list[SaveResult | None], actor: str | None) -> None:
+        """Save the batch items `idxs` of one user, in order (inside its write section)."""
+        saved: builtins.list[tuple[int, Vector]] = []
+        for i in idxs:
+            d = drafts[i]
+            # near duplicates of items saved earlier in this batch (not yet visible
+            # to the store's index until the section commits)
+            twin = self._batch_twin(d, vectors[i], saved, drafts)
+            if twin is not None:
+                j, sim = twin
+                first = results[j]
+                assert first is not None
+                results[i] = SaveResult(SaveStatus.DUPLICATE, first.id, first.memory,
+                                        existing_id=first.id, similarity=sim,
+                                        tokens_used=tokens[i])
+                continue
+            res = self._save(tenant_id, d, hashes[i], vectors[i], tokens[i], actor)
+            results[i] = res
+            if res.status is SaveStatus.SAVED:
+                saved.append((i, vectors[i]))
 
     def _embedded_ahead(self, texts: Sequence[str]) -> Iterator[tuple[int, EmbedResult]]:
         """(offset, result) for chunks of `texts`: each chunk after the first is embedded on

@@ -119,10 +119,13 @@ class Store(Protocol):
         """The model and dimension recorded by bind_embedding (by any process), or None."""
         ...
 
-    def atomic(self, tenant_id: str, user_id: str | None) -> AbstractContextManager[None]:
-        """A write section for one user scope: the checks made inside it (find_by_hash,
-        nearest) and the writes that follow are atomic with respect to every other writer,
-        in this process and in others."""
+    def atomic(self, tenant_id: str, *user_ids: str | None) -> AbstractContextManager[None]:
+        """A write section for the given user scopes (one, usually; None is the scope of
+        memories without a user): the checks made inside it (find_by_hash, nearest) and
+        the writes that follow are atomic with respect to every other writer of those
+        scopes, in this process and in others, and all commit in one transaction or none
+        does. Sections name their scopes up front, so a store may lock them all at once,
+        in an order of its own that cannot deadlock."""
         ...
 
     def insert(self, record: MemoryRecord, vector: Vector, event: HistoryEvent) -> None:

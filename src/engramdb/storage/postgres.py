@@ -605,7 +605,7 @@ class PostgresStore:
     # -- write sections ----------------------------------------------------------------
 
     @contextmanager
-    def atomic(self, tenant_id: str, user_id: str | None) -> Iterator[None]:
+    def atomic(self, tenant_id: str, *user_ids: str | None) -> Iterator[None]:
         depth = getattr(self._local, "depth", 0)
         if depth:  # nested: part of the enclosing transaction
             self._local.depth = depth + 1
@@ -616,7 +616,9 @@ class PostgresStore:
             return
         if self._closed:
             raise StoreError("the store is closed")
-        lock = _section_lock(tenant_id, user_id or "")
+        # One advisory lock per scope, taken in ascending order: two sections sharing
+        # scopes wait for each other instead of each holding what the other needs.
+        locks = sorted({_section_lock(tenant_id, user_id or "") for user_id in user_ids or (None,)})
         try:
             with self._pool.connection() as conn:
                 try:
@@ -624,7 +626,8 @@ class PostgresStore:
                     self._local.conn = conn
                     self._local.depth = 1
                     with conn.transaction():
-                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
+                        for lock in locks:
+                            conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
                         yield
                         if conn.info.transaction_status == TransactionStatus.INERROR:
                             # a failed statement whose error the caller swallowed: COMMIT

@@ -475,7 +475,9 @@ class SQLiteStore:
     # -- write sections ----------------------------------------------------------------
 
     @contextmanager
-    def atomic(self, tenant_id: str, user_id: str | None) -> Iterator[None]:
+    def atomic(self, tenant_id: str, *user_ids: str | None) -> Iterator[None]:
+        # One writer per database file whatever the scopes: the write lock and BEGIN
+        # IMMEDIATE cover them all.
         with self._write_lock:
             depth = getattr(self._local, "depth", 0)
             if depth:  # nested: part of the enclosing transaction
