@@ -406,8 +406,8 @@ class MemoryService:
         A commit writes every page the transaction dirtied to the WAL (the row's table and
         index leaves, the vector, the keyword index's new segment, history), so at 100k
         memories over 1,000 users, where nearly every user of a batch has one item,
-        grouping halved the engine's own cost of an add_many (3.9 -> 2.0 ms a memory,
-        docs/architecture.md, write path). The scope locks are taken in sorted order, as
+        grouping cut the engine's own cost of an add_many from 3.7 to 2.7 ms a memory
+        (docs/architecture.md, write path). The scope locks are taken in sorted order, as
         the store takes its own, so concurrent writers cannot deadlock."""
         scopes = sorted({user_id or "" for user_id in user_ids})
         with ExitStack() as held:
