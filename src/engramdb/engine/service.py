@@ -263,7 +263,13 @@ class MemoryService:
         k = max(1, st.supersession_candidates) if st.supersession_enabled else 1
         near = (self.store.nearest(self._dedup_filters(tenant_id, d, now), vec, k)
                 if d.near_dedup else [])
-        neighbours = self.store.get_many(tenant_id, [mid for mid, _ in near]) if near else {}
+        # Whole records only of the neighbours a rule may look at: a near duplicate, or a
+        # supersession candidate (decide_against drops those below candidate_floor).
+        floor = st.near_duplicate_threshold
+        if st.supersession_enabled:
+            floor = min(floor, self._thresholds.candidate_floor)
+        close = [mid for mid, sim in near if sim >= floor]
+        neighbours = self.store.get_many(tenant_id, close) if close else {}
         if near and near[0][1] >= st.near_duplicate_threshold:
             match = neighbours.get(near[0][0])
             # Near-identical text can still be a new value ("is 34" -> "is 35 years old"):
