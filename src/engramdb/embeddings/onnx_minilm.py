@@ -263,6 +263,29 @@ def build_fp32_model(safetensors_path: Path) -> bytes:
         ]
 
     ms = "com.microsoft"
+
+    def projected(
+        x: str,
+        out: str,
+        linear_wb: tuple[npt.NDArray[np.float32], ...],
+        residual: str,
+        norm_key: str,
+        norm: str,
+        y: str,
+    ) -> list[Any]:
+        """y = LayerNorm(x @ W + b + residual): a MatMul and a SkipLayerNormalization."""
+        weight, bias = linear_wb
+        return [
+            helper.make_node("MatMul", [x, constant(f"{out}.weight", weight)], [out]),
+            helper.make_node(
+                "SkipLayerNormalization",
+                [out, residual, *layer_norm(norm_key, norm), constant(f"{out}.bias", bias)],
+                [y],
+                domain=ms,
+                epsilon=_LAYER_NORM_EPS,
+            ),
+        ]
+
     hidden, inner = DIMENSION, _INTERMEDIATE
     nodes = [
         helper.make_node(
@@ -307,22 +330,14 @@ def build_fp32_model(safetensors_path: Path) -> bytes:
                 domain=ms,
                 num_heads=_HEADS,
             ),
-            helper.make_node(
-                "MatMul",
-                [f"{name}.context", constant(f"{name}.attention_out.weight", out_w)],
-                [f"{name}.attention_out"],
-            ),
-            helper.make_node(
-                "SkipLayerNormalization",
-                [
-                    f"{name}.attention_out",
-                    x,
-                    *layer_norm(f"{key}.attention.output.LayerNorm", f"{name}.attention_norm"),
-                    constant(f"{name}.attention_out.bias", out_b),
-                ],
-                [f"{name}.attended"],
-                domain=ms,
-                epsilon=_LAYER_NORM_EPS,
+            *projected(
+                f"{name}.context",
+                f"{name}.attention_out",
+                (out_w, out_b),
+                x,
+                f"{key}.attention.output.LayerNorm",
+                f"{name}.attention_norm",
+                f"{name}.attended",
             ),
             helper.make_node(
                 "MatMul",
@@ -335,22 +350,14 @@ def build_fp32_model(safetensors_path: Path) -> bytes:
                 [f"{name}.activated"],
                 domain=ms,
             ),
-            helper.make_node(
-                "MatMul",
-                [f"{name}.activated", constant(f"{name}.down.weight", down_w)],
-                [f"{name}.down"],
-            ),
-            helper.make_node(
-                "SkipLayerNormalization",
-                [
-                    f"{name}.down",
-                    f"{name}.attended",
-                    *layer_norm(f"{key}.output.LayerNorm", f"{name}.output_norm"),
-                    constant(f"{name}.down.bias", down_b),
-                ],
-                [y],
-                domain=ms,
-                epsilon=_LAYER_NORM_EPS,
+            *projected(
+                f"{name}.activated",
+                f"{name}.down",
+                (down_w, down_b),
+                f"{name}.attended",
+                f"{key}.output.LayerNorm",
+                f"{name}.output_norm",
+                y,
             ),
         ]
         x = y
