@@ -226,8 +226,9 @@ def build_fp32_model(safetensors_path: Path) -> bytes:
     mask, heads), the output MatMul, SkipLayerNormalization (bias, residual, LayerNorm),
     the intermediate MatMul, BiasGelu (erf GELU, as BERT's) and the output MatMul with its
     SkipLayerNormalization. It computes the same function as the exported graph in fewer
-    steps: a 17-token query runs ~1 ms faster on 2 threads (docs/architecture.md, "Exact
-    mode"), and vectors agree with the original model to cosine ≥ 0.9999999.
+    steps: a 17-token query runs ~1 ms faster on 2 threads (docs/architecture.md,
+    "Embeddings", how exact mode is obtained), and vectors agree with the original model
+    to cosine ≥ 0.9999999.
 
     Every tensor of the file is used, with the shape BERT gives it, or the build fails. The
     input is verified against its pinned sha256, and so is the result.

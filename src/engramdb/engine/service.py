@@ -52,12 +52,12 @@ from .transfer import ImportedRow
 from .validation import Draft, NewMemory, validate_new
 
 MAX_QUERY_CHARS = 10_000
+MAX_BATCH = 1000
+MAX_PAGE = 1000
 # What a ranked candidate's score was made of: semantic, keyword, importance, relevance
 # and the time match (None when the query names no period); `_explain` turns it into the
 # result's explain, for returned candidates only.
 _Why = tuple[float, float, float, float, float | None]
-MAX_BATCH = 1000
-MAX_PAGE = 1000
 
 
 @dataclass(frozen=True, slots=True)
