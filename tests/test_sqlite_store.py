@@ -25,8 +25,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engramdb.errors import StoreError
-from engramdb.models import HistoryEvent, MemoryRecord, Status
-from engramdb.storage import keyword_stats
+from engramdb.models import HistoryEvent, MemoryRecord, MemoryType, Status
+from engramdb.storage import keyword_index, keyword_stats
 from engramdb.storage import sqlite as sqlite_mod
 from engramdb.storage.base import Filters
 from engramdb.storage.migrations import Migrations
@@ -712,6 +712,157 @@ def coffee_and_zanzibar(db: Path) -> tuple[SQLiteStore, MemoryRecord, MemoryReco
                                    for i in range(20)]]):
         s.insert(r, unit(i), event(r))
     return s, a, b
+
+
+# -- keyword postings held in memory --------------------------------------------------------
+
+
+def fts5_only(s: SQLiteStore, f: Filters, q: str, k: int) -> list[tuple[str, float]]:
+    """The same keyword search answered by FTS5 alone."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(s, "_keyword_in_memory", lambda *a: None)
+        return s.keyword_search(f, q, k)
+
+
+def same_hits(got: list[tuple[str, float]], want: list[tuple[str, float]]) -> None:
+    assert ids(got) == ids(want)
+    assert [h[1] for h in got] == pytest.approx([h[1] for h in want], rel=1e-12)
+
+
+# Words that stem alike, diacritics, a word the tokenizer splits (a New Tai Lue vowel sign is
+# a letter to Python, a separator to FTS5's unicode61), short vowel-initial words.
+KW_VOCAB = ("apricot apricots running runner runs jam jelly quince garden gardening café naive "
+            "Zürich meeting notes coffee trip ab\u19b0cd is at op oping yes sky skies").split()
+
+
+def test_keyword_postings_in_memory_score_as_fts5(db: Path) -> None:
+    s = open_store(db)
+    rng = random.Random(7)
+    for i in range(150):
+        words = [rng.choice(KW_VOCAB) for _ in range(rng.randint(1, 14))]
+        r = record(content=" ".join(words), user_id=f"u{i % 3}",
+                   agent_id=rng.choice([None, "a1"]), session_id=rng.choice([None, "s1", "s2"]),
+                   namespace=rng.choice(["default", "work"]),
+                   status=Status.SUPERSEDED if i % 11 == 0 else Status.ACTIVE,
+                   expires_at=T0 + timedelta(days=1) if i % 13 == 0 else None,
+                   memory_type=rng.choice([MemoryType.FACT, MemoryType.PREFERENCE]))
+        s.insert(r, unit(i), event(r))
+    queries = ["apricot jam", "runs", "gardening garden", "cafe zurich naïve", "ab", "cd",
+               "is at", "oping skies yes", "coffee apricots running trip notes", "nothing here"]
+    filters = [F(user_id="u0"), F(user_id="u1", agent_id="a1"), F(user_id="u2", session_id="s1"),
+               F(user_id="u0", namespace="work"), F(user_id="u1", include_superseded=True),
+               F(user_id="u2", memory_types=("fact",)), F(user_id="u0", exact_scope=True),
+               F(user_id="u1", include_expired=True)]
+    for f in filters:
+        for q in queries:
+            s.keyword_search(f, q, 8)  # a user's first search reads FTS5, later ones memory
+            before = s.kw_in_memory
+            got = s.keyword_search(f, q, 8)
+            assert s.kw_in_memory == before + 1
+            same_hits(got, fts5_only(s, f, q, 8))
+    assert s.keyword_search(F(user_id="u0"), "garden", 3)  # something matched at all
+    s.close()
+
+
+def test_a_word_the_tokenizer_splits_is_left_to_fts5(db: Path) -> None:
+    s = open_store(db)
+    r = record(content="ab\u19b0cd apricot", user_id="u1")
+    s.insert(r, unit(1), event(r))
+    s.keyword_search(F(user_id="u1"), "apricot", 5)
+    before = s.kw_in_memory
+    # FTS5 reads it as the phrase "<prefix>ab cd"; the postings cannot answer that
+    assert ids(s.keyword_search(F(user_id="u1"), "ab\u19b0cd", 5)) == [r.id]
+    assert s.kw_in_memory == before
+    same_hits(s.keyword_search(F(user_id="u1"), "ab apricot", 5),
+              fts5_only(s, F(user_id="u1"), "ab apricot", 5))
+    assert s.kw_in_memory == before + 1
+    s.close()
+
+
+def test_index_terms_are_the_index_terms_under_any_prefix(db: Path) -> None:
+    """One tokenization of a word behind REFERENCE_PREFIX stands for every scope's prefix:
+    checked against the index's own terms for prefixes of several users."""
+    s = open_store(db)
+    text = " ".join([*TRICKY, *KW_VOCAB, "y ying agreed feed hopping hoping a an sses ies"])
+    words = keyword_index.words_of(text)
+    terms = s._kw_terms.of(words)
+    conn = s._writer
+    conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.kw_inst "
+                 "USING fts5vocab(main, memories_kw, instance)")
+    for i, user in enumerate(["u1", "someone else", "ü", "x" * 200, "7"]):
+        r = record(content=text, user_id=user)
+        s.insert(r, unit(i), event(r))
+        rowid = conn.execute("SELECT rowid FROM memories WHERE id = ?", (r.id,)).fetchone()[0]
+        prefix = sqlite_mod._kw_prefix("t1", user)
+        index = [term for _, term in sorted(
+            (off, term) for term, off in conn.execute(
+                "SELECT term, offset FROM temp.kw_inst WHERE doc = ? AND col = 'u'", (rowid,)))]
+        assert len(index) == sum(t.tokens for t in terms)
+        assert [t[len(prefix):] for t in index if t.startswith(prefix)] == [
+            t.term for t in terms if t.term is not None]
+    s.close()
+
+
+def test_keyword_postings_follow_writes_here_and_in_other_stores(db: Path) -> None:
+    a, b = open_store(db), open_store(db)
+
+    def search(q: str, **kw: Any) -> list[str]:
+        return ids(a.keyword_search(F(user_id="u1", **kw), q, 5))
+
+    r1 = record(content="apricot jam", user_id="u1")
+    a.insert(r1, unit(1), event(r1))
+    assert search("apricot") == [r1.id]
+    assert search("apricot") == [r1.id]
+    counted = a.kw_in_memory
+    assert counted >= 1
+    # this store's own writes change the held postings in place
+    r2 = record(content="apricot tree apricot", user_id="u1")
+    a.insert(r2, unit(2), event(r2))
+    assert search("apricot") == [r2.id, r1.id]
+    r1b = replace(r1, content="quince jelly")
+    a.update(r1b, None, event(r1b, "update"))
+    assert search("apricot") == [r2.id]
+    assert search("quince") == [r1.id]
+    r2b = replace(r2, status=Status.SUPERSEDED)
+    a.update(r2b, None, event(r2b, "update"))
+    assert search("apricot") == []
+    assert search("apricot", include_superseded=True) == [r2.id]
+    r1c = replace(r1b, expires_at=NOW - timedelta(hours=1))
+    a.update(r1c, None, event(r1c, "update"))
+    assert search("quince") == []
+    assert a.delete("t1", r2.id, event(r2b, "delete"))
+    assert search("apricot", include_superseded=True) == []
+    assert a.kw_in_memory == counted + 7
+    # another store's write makes the held postings stale: they are read again
+    r3 = record(content="apricot again", user_id="u1")
+    b.insert(r3, unit(3), event(r3))
+    assert search("apricot") == [r3.id]
+    assert a.kw_in_memory == counted + 8
+    # a memory moved to another user leaves this user's postings and vectors
+    r3b = replace(r3, user_id="u2")
+    a.update(r3b, None, event(r3b, "update"))
+    assert search("apricot") == []
+    assert r3.id not in ids(a.nearest(F(user_id="u1"), unit(3), 5))
+    assert ids(a.keyword_search(F(user_id="u2"), "apricot", 5)) == [r3.id]
+    for s in (a, b):
+        s.close()
+
+
+def test_keyword_postings_cache_is_bounded(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_mod, "KW_CACHE_POSTINGS", 12)
+    s = open_store(db)
+    for i in range(4):
+        for j in range(2):
+            r = record(content=f"apricot jam number{j} user{i}", user_id=f"u{i}")
+            s.insert(r, unit(10 * i + j), event(r))
+    for _ in range(2):
+        for i in range(4):
+            hits = s.keyword_search(F(user_id=f"u{i}"), "apricot", 5)
+            same_hits(hits, fts5_only(s, F(user_id=f"u{i}"), "apricot", 5))
+            assert len(hits) == 2
+    held = sum(scope.size for scope in s._kw_scopes.values())
+    assert 0 < held <= 12 and len(s._kw_scopes) < 4
+    s.close()
 
 
 def test_keyword_stats_of_a_large_tenant_are_counted_in_the_background(

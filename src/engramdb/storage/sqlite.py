@@ -18,6 +18,7 @@ import logging
 import math
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -44,6 +45,7 @@ from ..models import (
     Tier,
 )
 from .base import MEMORY_COLUMNS, Filters, RankFields, StoredMemory, Vector
+from .keyword_index import TOKENIZE, IndexTerms, ScopeKeywords, kw_averages, words_of
 from .keyword_stats import TenantWordStats
 from .migrations import Migrations
 from .text import fold, keyword_terms
@@ -208,12 +210,8 @@ def _keyword_index(conn: Any) -> None:
     hash of its tenant (column t) and of its tenant + user (column u), so a user's query
     reads only that user's postings and BM25 counts document frequencies within the scope
     (as the PostgreSQL store does). Contentless: the text stays in `memories` alone."""
-    conn.executescript(
-        """
-        CREATE VIRTUAL TABLE memories_kw USING fts5(
-            t, u, content = '', tokenize = 'porter unicode61 remove_diacritics 2'
-        );
-        """
+    conn.execute(
+        f"CREATE VIRTUAL TABLE memories_kw USING fts5(t, u, content = '', tokenize = '{TOKENIZE}')"
     )
     total = int(conn.execute("SELECT count(*) FROM memories").fetchone()[0])
     if total:
@@ -254,6 +252,12 @@ _KW_DELETE = "INSERT INTO memories_kw (memories_kw, rowid, t, u) VALUES ('delete
 # that writers wait for one step at most (docs/architecture.md, "Keyword index upkeep").
 KW_MERGE_AFTER = 1000
 KW_MERGE_PAGES = 1000
+# A user's keyword postings are held in memory (storage/keyword_index.py) from the second
+# keyword search of the user on, up to KW_CACHE_POSTINGS postings (term, row) over all
+# users cached, the least recently searched dropped first: ~100 bytes each.
+KW_CACHE_POSTINGS = 500_000
+#: Users remembered as searched once (a second search caches their postings).
+KW_SEEN_SCOPES = 10_000
 _UPDATE = (
     "UPDATE memories SET "
     + ", ".join(f"{c} = ?" for c in _COLUMNS if c not in ("tenant_id", "id"))
@@ -339,20 +343,10 @@ class _SQLiteDialect:
 _SQLITE = _SQLiteDialect()
 
 
-def _kw_table_rows(conn: sqlite3.Connection) -> int:
-    """Rows in memories_kw, as FTS5's bm25() counts them: the first varint of the
-    table's averages record (id 1 of its %_data table)."""
+def _kw_averages(conn: sqlite3.Connection) -> tuple[int, int]:
+    """Rows in memories_kw and tokens in all its columns, as FTS5's bm25() counts them."""
     row = conn.execute("SELECT block FROM memories_kw_data WHERE id = 1").fetchone()
-    if row is None or not row[0]:
-        return 0
-    value = 0
-    for i, byte in enumerate(row[0][:9]):
-        if i == 8:
-            return (value << 8) | byte
-        value = (value << 7) | (byte & 0x7F)
-        if not byte & 0x80:
-            break
-    return value
+    return kw_averages(None if row is None else row[0])
 
 
 class SQLiteStore:
@@ -367,10 +361,16 @@ class SQLiteStore:
         self._cache: dict[tuple[str, str], Partition] = {}
         self._cache_lock = threading.Lock()
         self._kw_stats = TenantWordStats(self._count_tenant_rows, self._count_tenant_word)
+        self._kw_terms = IndexTerms()
+        # (tenant, user) -> its keyword postings, least recently searched first; and the
+        # scopes searched once. Both under _cache_lock.
+        self._kw_scopes: OrderedDict[tuple[str, str], ScopeKeywords] = OrderedDict()
+        self._kw_seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._kw_segments = 0  # write transactions that changed the keyword index since
         self._kw_upkeep: threading.Thread | None = None  # the last merge (under _write_lock)
         self._kw_wake = threading.Event()
         self.kw_merges = 0  # completed merges of the keyword index (for tests and stats)
+        self.kw_in_memory = 0  # keyword searches answered from postings in memory (same)
         self._dim: int | None = None
         self._model: str | None = None
         self._closed = False
@@ -404,6 +404,7 @@ class SQLiteStore:
     def close(self) -> None:
         self._closed = True
         self._kw_stats.close()
+        self._kw_terms.close()
         self._kw_wake.set()
         if self._kw_upkeep is not None:
             self._kw_upkeep.join()
@@ -490,6 +491,7 @@ class SQLiteStore:
             self._local.depth = 1
             self._local.touched = {}
             self._local.ops = []
+            self._local.kw_ops = []
             self._local.kw_changed = False
             try:
                 self._writer.execute("BEGIN IMMEDIATE")
@@ -506,6 +508,7 @@ class SQLiteStore:
                 self._local.depth = 0
                 self._local.touched = {}
                 self._local.ops = []
+                self._local.kw_ops = []
                 self._local.kw_changed = False
 
     def _kw_committed(self) -> None:
@@ -577,22 +580,42 @@ class SQLiteStore:
     def _apply_cache_ops(self) -> None:
         touched: dict[tuple[str, str], int] = self._local.touched
         ops: builtins.list[tuple[Any, ...]] = self._local.ops
+        kw_ops: builtins.list[tuple[Any, ...]] = self._local.kw_ops
         with self._cache_lock:
             for key, new_version in touched.items():
                 part = self._cache.get(key)
-                if part is None:
-                    continue
-                if part.version != new_version - 1:
+                if part is not None and part.version != new_version - 1:
                     del self._cache[key]  # another writer got in between: reload lazily
-                    continue
-                for op in ops:
-                    if op[0] != key:
-                        continue
-                    if op[1] == "remove":
-                        part.remove(op[2])
-                    else:
-                        part.upsert(*op[2:])
-                part.version = new_version
+                elif part is not None:
+                    for op in ops:
+                        if op[0] != key:
+                            continue
+                        if op[1] == "remove":
+                            part.remove(op[2])
+                        else:
+                            part.upsert(*op[2:])
+                    part.version = new_version
+                scope = self._kw_scopes.get(key)
+                if scope is not None and scope.version != new_version - 1:
+                    del self._kw_scopes[key]
+                elif scope is not None:
+                    for op in kw_ops:
+                        if op[0] != key:
+                            continue
+                        if op[1] is None:
+                            scope.remove(op[2])
+                        else:
+                            rowid, mid, content, *attrs = op[2:]
+                            scope.put(rowid, mid, self._kw_terms.of(words_of(content)), *attrs)
+                    scope.version = new_version
+
+    def _queue_keywords(self, rowid: int, rec: MemoryRecord) -> None:
+        """A row's keyword postings for the cache, once the transaction commits."""
+        self._local.kw_ops.append((
+            (rec.tenant_id, rec.user_id or ""), "put", rowid, rec.id, rec.content,
+            rec.agent_id, rec.session_id, rec.namespace, rec.status is Status.ACTIVE,
+            _ts(rec.expires_at),
+        ))
 
     def _queue_partition(self, rowid: int, rec: MemoryRecord, vector: Vector | None) -> None:
         key = (rec.tenant_id, rec.user_id or "")
@@ -635,6 +658,7 @@ class SQLiteStore:
             self._local.kw_changed = True
             self._insert_event(conn, event)
             self._queue_partition(rowid, record, vector)
+            self._queue_keywords(rowid, record)
 
     def update(self, record: MemoryRecord, vector: Vector | None, event: HistoryEvent) -> None:
         blob = None if vector is None else self._check_vector(vector)
@@ -663,8 +687,14 @@ class SQLiteStore:
                 conn.execute(_KW_INSERT, (rowid, *_kw_values(
                     record.tenant_id, new_user, record.content)))
                 self._local.kw_changed = True
+            if old_user != new_user:  # the row leaves its former user's scope
+                old_key = (record.tenant_id, old_user)
+                self._bump(*old_key)
+                self._local.ops.append((old_key, "remove", record.id))
+                self._local.kw_ops.append((old_key, None, rowid))
             self._insert_event(conn, event)
             self._queue_partition(rowid, record, vector)
+            self._queue_keywords(rowid, record)
 
     def delete(self, tenant_id: str, memory_id: str, event: HistoryEvent) -> bool:
         with self._write(tenant_id, None) as conn:
@@ -693,6 +723,7 @@ class SQLiteStore:
             key = (tenant_id, user_key)
             self._bump(*key)
             self._local.ops.append((key, "remove", memory_id))
+            self._local.kw_ops.append((key, None, rowid))
             return True
 
     def insert_raw(self, memories: Sequence[StoredMemory],
@@ -710,6 +741,7 @@ class SQLiteStore:
                 conn.execute(_KW_INSERT, (rowid, *_kw_values(
                     rec.tenant_id, rec.user_id or "", rec.content)))
                 self._local.kw_changed = True
+                self._queue_keywords(rowid, rec)
                 if blob is None:
                     self._bump(rec.tenant_id, rec.user_id or "")
                     continue
@@ -813,31 +845,41 @@ class SQLiteStore:
         leaves the tf-part (term frequency, length normalisation: k1 = 1.2, b = 0.75), which
         is weighted by the word's idf over the tenant (storage/keyword_stats.py). Per-scope
         idf ranked worse on LongMemEval (docs/architecture.md).
+
+        A user searched before is scored from postings held in memory instead
+        (storage/keyword_index.py): the same formula on the same terms, without FTS5.
         """
         words = keyword_terms(query)
         if not words or k <= 0:
             return []
-        if filters.user_id is not None or filters.exact_scope:
+        user_scope = filters.user_id is not None or filters.exact_scope
+        if user_scope:
             column, weights = "u", "0.0, 1.0"
             prefix = _kw_prefix(filters.tenant_id, filters.user_id or "")
         else:
             column, weights, prefix = "t", "1.0, 0.0", _kw_prefix(filters.tenant_id)
         conn = self._conn()
-        # one snapshot: bm25() must count the same table as table_rows does
+        # one snapshot: the postings, or bm25()'s counts, and the table's figures agree
         own = not conn.in_transaction
         if own:
             conn.execute("BEGIN")
         try:
-            return self._keyword_search(conn, filters, words, column, weights, prefix, k)
+            idfs = self._kw_stats.idf(filters.tenant_id, words)
+            held = self._keyword_in_memory(conn, filters, words, idfs) if user_scope else None
+            if held is not None and not filters.needs_row_filter():
+                held.sort(key=lambda h: (-h[1], h[0]))
+                return [(mid, score) for _, score, mid in held[:k]]
+            scores = ({rowid: score for rowid, score, _ in held} if held is not None
+                      else self._keyword_fts5(conn, words, idfs, column, weights, prefix))
+            return self._keyword_top(conn, filters, scores, k)
         finally:
             if own:
                 conn.execute("COMMIT")
 
-    def _keyword_search(self, conn: sqlite3.Connection, filters: Filters,
-                        words: builtins.list[str], column: str, weights: str, prefix: str,
-                        k: int) -> builtins.list[tuple[str, float]]:
-        table_rows = _kw_table_rows(conn)
-        idfs = self._kw_stats.idf(filters.tenant_id, words)
+    def _keyword_fts5(self, conn: sqlite3.Connection, words: builtins.list[str],
+                      idfs: dict[str, float | None], column: str, weights: str,
+                      prefix: str) -> dict[int, float]:
+        table_rows = _kw_averages(conn)[0]
         # Each word's rows in the scope, rescaled from FTS5's idf to the tenant's and summed
         # per row here: a user's few hundred postings add up in Python in a fraction of
         # what the same sum, grouped and joined in one SQL statement, cost (4.9 -> 3.0 ms
@@ -859,11 +901,83 @@ class SQLiteStore:
                 scale = idf / max(1e-6, math.log(max(1e-9, (table_rows - n + 0.5) / (n + 0.5))))
             for rowid, x in rows:
                 scores[rowid] = scores.get(rowid, 0.0) + x * scale
+        return scores
+
+    def _keyword_in_memory(self, conn: sqlite3.Connection, filters: Filters,
+                           words: builtins.list[str], idfs: dict[str, float | None]
+                           ) -> builtins.list[tuple[int, float, str]] | None:
+        """(rowid, score, memory id) of the user's rows that match and pass the filters a
+        partition holds, from the postings held in memory; or None where FTS5 must answer:
+        the user is searched for the first time (or not cached), a write section of this
+        thread has changed the user, or the tokenizer splits a query word."""
+        key = (filters.tenant_id, filters.user_id or "")
+        if key in getattr(self._local, "touched", {}):
+            return None
+        terms = self._kw_terms.of(words)
+        if any(t.term is None or t.tokens != 1 for t in terms):
+            return None  # FTS5 reads such a word as a phrase of several tokens
+        scope = self._kw_scope(conn, key)
+        if scope is None:
+            return None
+        table_rows, tokens = _kw_averages(conn)
+        avgdl = tokens / table_rows if table_rows else 1.0
+        held = _partition_filters(filters)
+        self.kw_in_memory += 1
+        with self._cache_lock:
+            raw = scope.scores([t.term or "" for t in terms], [idfs[w] for w in words],
+                               table_rows, avgdl)
+            rows = scope.rows
+            return [(rowid, x, row.memory_id) for rowid, x in raw.items()
+                    if (row := rows[rowid]).expires > held.now
+                    and (held.include_inactive or row.active)
+                    and (held.agent is ANY or row.agent_id == held.agent)
+                    and (held.session is ANY or row.session_id == held.session)
+                    and (held.namespace is ANY or row.namespace == held.namespace)]
+
+    def _kw_scope(self, conn: sqlite3.Connection, key: tuple[str, str]) -> ScopeKeywords | None:
+        """The user's postings at the version `conn` sees: cached, or built now if the user
+        was searched before (and fits the cache), else None."""
+        row = conn.execute("SELECT version FROM partitions WHERE tenant_id = ? AND user_key = ?",
+                           key).fetchone()
+        version = 0 if row is None else int(row[0])
+        with self._cache_lock:
+            scope = self._kw_scopes.get(key)
+            if scope is not None and scope.version == version:
+                self._kw_scopes.move_to_end(key)
+                return scope
+            if scope is None and key not in self._kw_seen:
+                self._kw_seen[key] = None
+                if len(self._kw_seen) > KW_SEEN_SCOPES:
+                    self._kw_seen.popitem(last=False)
+                return None
+        scope = ScopeKeywords(version)
+        terms = self._kw_terms
+        for rowid, mid, content, agent, session, ns, status, expires in conn.execute(
+                "SELECT rowid, id, content, agent_id, session_id, namespace, status, expires_at "
+                "FROM memories WHERE tenant_id = ? AND user_key = ?", key):
+            scope.put(rowid, mid, terms.of(words_of(content)), agent, session, ns,
+                      status == "active", expires)
+        if scope.size > KW_CACHE_POSTINGS:
+            return scope  # used for this search only
+        with self._cache_lock:
+            cached = self._kw_scopes.get(key)
+            if cached is None or cached.version < version:
+                self._kw_scopes[key] = scope
+                self._kw_scopes.move_to_end(key)
+                held = sum(s.size for s in self._kw_scopes.values())
+                while held > KW_CACHE_POSTINGS:
+                    _, dropped = self._kw_scopes.popitem(last=False)
+                    held -= dropped.size
+        return scope
+
+    def _keyword_top(self, conn: sqlite3.Connection, filters: Filters,
+                     scores: dict[int, float], k: int) -> builtins.list[tuple[str, float]]:
+        """The k best of the scored rows that pass the filters (read from the rows)."""
         if not scores:
             return []
         ranked = sorted(scores, key=lambda r: (-scores[r], r))
-        where, params = self._where(filters)
         out: builtins.list[tuple[str, float]] = []
+        where, params = self._where(filters)
         step = min(500, max(2 * k, 64))
         for i in range(0, len(ranked), step):
             chunk = ranked[i : i + step]

@@ -1,0 +1,210 @@
+"""A user's keyword postings in memory: the SQLite store's BM25 without an FTS5 query per word.
+
+FTS5 answers a one-word query of a user's scope in ~0.1 ms however few rows match (query
+parsing, segment lookups, bm25()'s per-query statistics), so a typical query of seven words
+cost ~1 ms for a user of 80 memories and ~2.6 ms for one of 1,800, on the cores that embed
+the query meanwhile (docs/architecture.md, "Keyword search in memory"). The scores need
+little: per query word, the scope's rows with its term and how often; per row, its length;
+and two figures of the whole table (rows, tokens). `ScopeKeywords` holds the first two for
+one (tenant, user), and `bm25_tf` is FTS5's own formula (fts5_aux.c), so the scores are the
+index's. The store keeps a scope's postings coherent with writes exactly as it keeps the
+vector partitions (same versions, same per-transaction operations).
+
+The terms must be the index's to the letter (FTS5's porter stemmer, unicode61 folding and
+splitting), so they come from FTS5 itself: `IndexTerms` tokenizes words in a private
+in-memory FTS5 table with the same tokenizer and caches the result per word. Index words
+carry a scope prefix of 14 consonants and digits; the stemmer measures a word by its
+vowel-consonant runs, so any such prefix of that length stems alike, and a word is
+tokenized once behind `REFERENCE_PREFIX` for every scope (tests check this against the
+index).
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+from .text import fold
+
+#: The keyword index's tokenizer (storage/sqlite.py, migration 0004).
+TOKENIZE = "porter unicode61 remove_diacritics 2"
+#: Stands in for a scope's prefix (storage/sqlite.py `_kw_prefix`: a letter and 13 characters
+#: without vowels), so one tokenization of a word serves every scope.
+REFERENCE_PREFIX = "p" + "b" * 13
+#: FTS5's bm25() constants.
+K1 = 1.2
+B = 0.75
+#: Words whose terms IndexTerms keeps; past this the cache starts over.
+MAX_CACHED_WORDS = 200_000
+
+
+class WordTerms(NamedTuple):
+    """What the index makes of one prefixed word."""
+
+    #: The first token's term without the prefix, or None if the tokenizer split the prefix
+    #: off (then no query of the scope can match it).
+    term: str | None
+    #: How many tokens the word makes (one, unless the tokenizer splits where `fold` did not).
+    tokens: int
+
+
+class IndexTerms:
+    """The keyword index's terms of words, from FTS5's own tokenizer (thread-safe)."""
+
+    def __init__(self, max_words: int = MAX_CACHED_WORDS) -> None:
+        self.max_words = max_words
+        self._cache: dict[str, WordTerms] = {}
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        self._conn.execute(f"CREATE VIRTUAL TABLE words USING fts5(w, tokenize = '{TOKENIZE}')")
+        self._conn.execute("CREATE VIRTUAL TABLE words_i USING fts5vocab(words, instance)")
+
+    def of(self, words: Sequence[str]) -> list[WordTerms]:
+        """The terms of each (folded) word, in order."""
+        cache = self._cache
+        missing = [w for w in dict.fromkeys(words) if w not in cache]
+        if missing:
+            self._tokenize(missing)
+        return [cache[w] for w in words]
+
+    def _tokenize(self, words: list[str]) -> None:
+        prefix = REFERENCE_PREFIX
+        found: dict[int, list[tuple[int, str]]] = {}
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN")
+            try:
+                conn.executemany("INSERT INTO words (rowid, w) VALUES (?, ?)",
+                                 ((i, prefix + w) for i, w in enumerate(words)))
+                for doc, offset, term in conn.execute("SELECT doc, offset, term FROM words_i"):
+                    found.setdefault(doc, []).append((offset, term))
+            finally:
+                conn.execute("ROLLBACK")
+            if len(self._cache) + len(words) > self.max_words:
+                self._cache = {}
+            for i, w in enumerate(words):
+                tokens = sorted(found.get(i, ()))
+                first = tokens[0][1] if tokens else ""
+                term = first[len(prefix):] if tokens and first.startswith(prefix) else None
+                self._cache[w] = WordTerms(term, len(tokens))
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def bm25_tf(tf: int, tokens: int, avgdl: float) -> float:
+    """FTS5 bm25()'s term part for a row: `tf` occurrences in a row of `tokens` tokens."""
+    return (tf * (K1 + 1.0)) / (tf + K1 * (1.0 - B + B * tokens / avgdl))
+
+
+def fts5_idf(table_rows: int, hits: int) -> float:
+    """FTS5 bm25()'s idf of a phrase found in `hits` of `table_rows` rows."""
+    value = math.log((table_rows - hits + 0.5) / (hits + 0.5)) if table_rows else 0.0
+    return value if value > 0.0 else 1e-6
+
+
+class KwRow(NamedTuple):
+    """A row of a scope as keyword search sees it: what scores it and what filters it."""
+
+    memory_id: str
+    #: Tokens of the row in both index columns (FTS5's row length for bm25).
+    tokens: int
+    #: Its terms, each once (to take it out of the postings again).
+    terms: tuple[str, ...]
+    agent_id: str | None
+    session_id: str | None
+    namespace: str
+    active: bool
+    #: Expiry as epoch seconds, +inf for never.
+    expires: float
+
+
+class ScopeKeywords:
+    """The keyword postings of one (tenant, user) at a version of it (not thread-safe: the
+    store guards it)."""
+
+    __slots__ = ("postings", "rows", "size", "version")
+
+    def __init__(self, version: int) -> None:
+        self.version = version
+        #: term -> {rowid: occurrences}
+        self.postings: dict[str, dict[int, int]] = {}
+        self.rows: dict[int, KwRow] = {}
+        #: postings held, the measure of the cache's budget
+        self.size = 0
+
+    def put(self, rowid: int, memory_id: str, words: Sequence[WordTerms], agent: str | None,
+            session: str | None, namespace: str, active: bool, expires: float | None) -> None:
+        """Add a row, or replace it, given the terms of its folded words."""
+        self.remove(rowid)
+        counts: dict[str, int] = {}
+        tokens = 0
+        for word in words:
+            tokens += word.tokens
+            if word.term is not None:
+                counts[word.term] = counts.get(word.term, 0) + 1
+        for term, n in counts.items():
+            self.postings.setdefault(term, {})[rowid] = n
+        self.size += len(counts)
+        # both columns hold every word (behind the tenant's and the user's prefix)
+        self.rows[rowid] = KwRow(memory_id, 2 * tokens, tuple(counts), agent, session,
+                                 namespace, active, math.inf if expires is None else expires)
+
+    def remove(self, rowid: int) -> None:
+        row = self.rows.pop(rowid, None)
+        if row is None:
+            return
+        for term in row.terms:
+            rows = self.postings[term]
+            del rows[rowid]
+            if not rows:
+                del self.postings[term]
+        self.size -= len(row.terms)
+
+    def scores(self, terms: Iterable[str], idfs: Iterable[float | None], table_rows: int,
+               avgdl: float) -> dict[int, float]:
+        """BM25 per row of the query's terms (one per query word, repeats counted as FTS5's
+        one query per word counts them); a term's idf is the given one, or FTS5's from the
+        scope's rows with it against the table's when None."""
+        out: dict[int, float] = {}
+        for term, idf in zip(terms, idfs, strict=True):
+            rows = self.postings.get(term)
+            if not rows:
+                continue
+            weight = fts5_idf(table_rows, len(rows)) if idf is None else idf
+            for rowid, tf in rows.items():
+                tokens = self.rows[rowid].tokens
+                out[rowid] = out.get(rowid, 0.0) + weight * bm25_tf(tf, tokens, avgdl)
+        return out
+
+
+def kw_averages(block: bytes | None) -> tuple[int, int]:
+    """(rows, tokens in all columns) from an FTS5 table's averages record (id 1 of its
+    %_data table): a varint of the rows, then one of the tokens per column."""
+    if not block:
+        return 0, 0
+    values: list[int] = []
+    i = 0
+    while i < len(block):
+        value = 0
+        for j in range(9):
+            byte = block[i]
+            i += 1
+            if j == 8:
+                value = (value << 8) | byte
+                break
+            value = (value << 7) | (byte & 0x7F)
+            if not byte & 0x80:
+                break
+        values.append(value)
+    return (values[0], sum(values[1:])) if values else (0, 0)
+
+
+def words_of(content: str) -> list[str]:
+    """The words of a memory as the keyword index takes them (storage/sqlite.py)."""
+    return fold(content).split()
+
