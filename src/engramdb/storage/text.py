@@ -27,6 +27,8 @@ WORD = re.compile(r"[^\W_]+")
 def fold(text: str) -> str:
     """No diacritics, lower case, words of letters and digits separated by single spaces
     (so either index's tokenizer makes one token of each)."""
+    if text.isascii():  # the same result without the per-character pass (~3x faster)
+        return " ".join(WORD.findall(text.lower()))
     decomposed = unicodedata.normalize("NFKD", text)
     bare = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     return " ".join(WORD.findall(bare.lower()))
