@@ -994,12 +994,15 @@ def test_keyword_search_treats_fts_syntax_as_words(db: Path) -> None:
 
 
 def segment_lookups(store: SQLiteStore, query: str) -> int:
-    """How many FTS5 segments one keyword search of a single word probes."""
+    """How many FTS5 segments one keyword search of a single word probes when FTS5 answers
+    it (not postings held in memory, which a background build may have made ready)."""
     conn = store._conn()
     seen: list[str] = []
     conn.set_trace_callback(seen.append)
     try:
-        store.keyword_search(F(user_id="u1"), query, 50)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(store, "_keyword_in_memory", lambda *a: None)
+            store.keyword_search(F(user_id="u1"), query, 50)
     finally:
         conn.set_trace_callback(None)
     return sum("memories_kw_idx" in sql for sql in seen)
