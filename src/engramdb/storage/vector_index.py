@@ -32,6 +32,14 @@ class HeldFilters:
     namespace: Any = ANY
     include_inactive: bool = True
 
+    def admits(self, expires: float, active: bool, agent: str | None, session: str | None,
+               namespace: str) -> bool:
+        """Whether one row passes (Partition checks whole columns the same way)."""
+        return (expires > self.now and (self.include_inactive or active)
+                and (self.agent is ANY or agent == self.agent)
+                and (self.session is ANY or session == self.session)
+                and (self.namespace is ANY or namespace == self.namespace))
+
 
 #: No filter at all.
 NO_FILTERS = HeldFilters()
