@@ -26,7 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engramdb.errors import StoreError
-from engramdb.models import HistoryEvent, MemoryRecord, MemoryType, Status
+from engramdb.models import AccessUpdate, HistoryEvent, MemoryRecord, MemoryType, Status, Tier
 from engramdb.storage import keyword_index, keyword_stats
 from engramdb.storage import sqlite as sqlite_mod
 from engramdb.storage import text as text_mod
@@ -480,14 +480,30 @@ def test_partition_matches_brute_force(ops: list[tuple[Any, ...]], qseed: int, k
 
 def test_partition_swap_remove_keeps_positions() -> None:
     part = Partition(DIM, capacity=1)
+
+    def rank(i: int) -> tuple[float, float, float, bool, float, float | None]:
+        return (i / 40, 1 - i / 80, i / 1000, i % 3 == 0, 1.7e9 + i,
+                None if i % 2 else 1.8e9 + i)
+
     for i in range(40):  # grows past the initial capacity twice
-        part.upsert(i, f"m{i}", unit(i), None, None, "default", True, None)
+        part.upsert(i, f"m{i}", unit(i), None, f"s{i}", "default", True, None,
+                    None if i == 7 else rank(i))
     for mid in ("m0", "m39", "m20", "m1", "missing", "m20"):
         part.remove(mid)
     assert part.n == 36 and len(part.pos) == 36
     for mid, i in part.pos.items():
         np.testing.assert_array_equal(part.mat[i], unit(int(mid[1:])))
         assert part.rowids[i] == int(mid[1:])
+    # rank fields move with their rows; a row upserted without them is not answered
+    held = list(part.pos)
+    assert part.rank_rows([*held, "missing"]) == [
+        (mid, rank(int(mid[1:])), mid.replace("m", "s")) for mid in held if mid != "m7"]
+    part.touch("m2", 0.25, 0.5, 1.0)  # an earlier access time than the one held
+    part.touch("m3", 0.35, 0.5, 1.9e9)  # a first access
+    part.touch("m7", 0.45, 0.5, 1.9e9)  # rank fields unknown: stays unknown
+    assert [r[1][1:] for r in part.rank_rows(["m2", "m3", "m7"])] == [
+        (0.25, 0.5, rank(2)[3], rank(2)[4], rank(2)[5]),
+        (0.35, 0.5, rank(3)[3], rank(3)[4], 1.9e9)]
     hits = part.search(unit(5), 1, HeldFilters(now=0.0))
     assert ids(hits) == ["m5"]
     part.upsert(99, "m99", None, None, None, "default", True, None)  # no vector: not held
@@ -865,6 +881,107 @@ def test_keyword_postings_follow_writes_here_and_in_other_stores(db: Path) -> No
     assert ids(a.keyword_search(F(user_id="u2"), "apricot", 5)) == [r3.id]
     for s in (a, b):
         s.close()
+
+
+# -- rank fields held in the partitions ----------------------------------------------------
+
+
+def held_and_rows(store: SQLiteStore, f: Filters, memory_ids: list[str]
+                  ) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """The rank fields as a search reads them (the scope's partition loaded by `nearest`
+    first), as the rows give them, and how many came from the partition."""
+    store.nearest(f, unit(0), 5)
+    before = store.rank_in_memory
+    held = store.rank_fields(f.tenant_id, memory_ids, scope=f)
+    return held, store.rank_fields(f.tenant_id, memory_ids), store.rank_in_memory - before
+
+
+def test_rank_fields_held_in_partitions_follow_every_change(db: Path) -> None:
+    a, b = open_store(db), open_store(db)
+    f = F(user_id="u1")
+    r1 = record(importance=0.3, relevance=0.6, decay_rate=0.01)
+    r2 = record(pinned=True, session_id="s1",
+                last_accessed_at=T0 + timedelta(hours=3, microseconds=17))
+    for n, r in enumerate((r1, r2)):
+        a.insert(r, unit(n + 1), event(r))
+    every = [r1.id, r2.id, "missing"]
+
+    def check(served: int) -> dict[str, Any]:
+        held, rows, counted = held_and_rows(a, f, every)
+        assert held == rows
+        assert counted == served
+        return held
+
+    got = check(2)
+    assert got[r2.id].pinned is True and got[r2.id].session_id == "s1"
+    assert got[r2.id].last_accessed == r2.last_accessed_at.timestamp()  # type: ignore[union-attr]
+    # this store's write: the partition is patched
+    r1b = replace(r1, importance=0.9, relevance=0.2, decay_rate=0.05)
+    a.update(r1b, None, event(r1b, "update"))
+    assert check(2)[r1.id].importance == 0.9
+    # this store's access flush: patched in place, the vectors are not reloaded
+    part = a._cache[("t1", "u1")]
+    later = T0 + timedelta(days=3)
+    a.apply_access("t1", [AccessUpdate(r1.id, 2, later, 0.8, 0.03, Tier.MEDIUM)])
+    got = check(2)
+    assert (got[r1.id].relevance, got[r1.id].decay_rate, got[r1.id].last_accessed) == (
+        0.8, 0.03, later.timestamp())
+    assert a._cache[("t1", "u1")] is part
+    # an older access time does not move the last access back (as the UPDATE's max)
+    a.apply_access("t1", [AccessUpdate(r1.id, 1, later - timedelta(days=1), 0.7, 0.03,
+                                       Tier.MEDIUM)])
+    assert check(2)[r1.id].last_accessed == later.timestamp()
+    # another store's access flush: the rank fields are read again, the vectors are not
+    b.apply_access("t1", [AccessUpdate(r2.id, 1, later, 0.55, 0.02, Tier.SHORT)])
+    got = check(2)
+    assert got[r2.id].relevance == 0.55 and got[r2.id].last_accessed == later.timestamp()
+    assert a._cache[("t1", "u1")] is part
+    # another store's write: the partition is reloaded
+    r3 = record(importance=0.45)
+    b.insert(r3, unit(3), event(r3))
+    every.append(r3.id)
+    assert check(3)[r3.id].importance == 0.45
+    # a write and an access flush in one transaction
+    part = a._cache[("t1", "u1")]
+    r3b = replace(r3, importance=0.1)
+    with a.atomic("t1", "u1"):
+        a.apply_access("t1", [AccessUpdate(r3.id, 1, later, 0.99, 0.02, Tier.SHORT)])
+        a.update(r3b, None, event(r3b, "update"))  # writes the record's relevance back
+    got = check(3)
+    assert (got[r3.id].importance, got[r3.id].relevance) == (0.1, r3b.relevance)
+    assert r3b.relevance != 0.99
+    # deleted and moved memories are answered by the rows (or not at all)
+    assert a.delete("t1", r2.id, event(r2, "delete"))
+    r1c = replace(r1b, user_id="u2")
+    a.update(r1c, None, event(r1c, "update"))
+    held, rows, counted = held_and_rows(a, f, every)
+    assert held == rows and set(held) == {r1.id, r3.id} and counted == 1
+    for s in (a, b):
+        s.close()
+
+
+def test_rank_fields_inside_a_write_section_are_the_sections(db: Path) -> None:
+    s = open_store(db)
+    f = F(user_id="u1")
+    r1 = record(importance=0.3)
+    s.insert(r1, unit(1), event(r1))
+    s.nearest(f, unit(0), 5)
+    with s.atomic("t1", "u1"):
+        r1b = replace(r1, importance=0.7)
+        s.update(r1b, None, event(r1b, "update"))
+        before = s.rank_in_memory
+        assert s.rank_fields("t1", [r1.id], scope=f)[r1.id].importance == 0.7
+        assert s.rank_in_memory == before  # the uncommitted row, not the partition
+    assert s.rank_fields("t1", [r1.id], scope=f)[r1.id].importance == 0.7
+    s.nearest(f, unit(0), 5)
+    before = s.rank_in_memory
+    with s.atomic("t1", None):  # an access flush alone leaves the version as it was
+        s.apply_access("t1", [AccessUpdate(r1.id, 1, NOW, 0.9, 0.02, Tier.SHORT)])
+        assert s.rank_fields("t1", [r1.id], scope=f)[r1.id].relevance == 0.9
+        assert s.rank_in_memory == before
+    assert s.rank_fields("t1", [r1.id], scope=f)[r1.id].relevance == 0.9
+    assert s.rank_in_memory == before + 1  # patched in place on commit
+    s.close()
 
 
 def test_keyword_postings_cache_is_bounded(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -272,18 +272,19 @@ def test_rank_fields_match_the_records(store: Store, mk: Maker) -> None:
     assert set(got) == {a.id, b.id}
     for rec in (a, b):
         f = got[rec.id]
-        assert (f.importance, f.relevance, f.decay_rate, f.pinned, f.created_at,
-                f.last_accessed_at, f.session_id) == (
-            rec.importance, rec.relevance, rec.decay_rate, rec.pinned, rec.created_at,
-            rec.last_accessed_at, rec.session_id)
-        assert f.created_at.tzinfo is not None and f.created_at.utcoffset() == timedelta(0)
-    assert got[a.id].pinned is True and got[b.id].last_accessed_at is None
+        assert (f.importance, f.relevance, f.decay_rate, f.pinned, f.created,
+                f.last_accessed, f.session_id) == (
+            rec.importance, rec.relevance, rec.decay_rate, rec.pinned,
+            rec.created_at.timestamp(),
+            None if rec.last_accessed_at is None else rec.last_accessed_at.timestamp(),
+            rec.session_id)
+    assert got[a.id].pinned is True and got[b.id].last_accessed is None
     assert store.rank_fields("t1", []) == {}
     # an access update is seen by the next ranking
     later = T0 + timedelta(days=2)
     store.apply_access("t1", [AccessUpdate(a.id, 3, later, 0.95, a.decay_rate, a.tier)])
     f = store.rank_fields("t1", [a.id])[a.id]
-    assert f.last_accessed_at == later and f.relevance == 0.95
+    assert f.last_accessed == later.timestamp() and f.relevance == 0.95
 
 
 def test_get_returns_rows_whatever_status_or_expiry(store: Store, mk: Maker) -> None:

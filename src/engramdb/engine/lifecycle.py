@@ -88,7 +88,7 @@ def decay_rate(memory_type: MemoryType, tier: Tier) -> float:
 
 
 class Decaying(Protocol):
-    """What decay reads of a memory: a MemoryRecord, or the narrow RankFields of a search."""
+    """What decay reads of a memory record."""
 
     @property
     def pinned(self) -> bool: ...
@@ -103,11 +103,20 @@ class Decaying(Protocol):
 
 
 def current_relevance(rec: Decaying, now: datetime) -> float:
-    if rec.pinned:
-        return rec.relevance
     since = rec.last_accessed_at or rec.created_at
-    hours = max(0.0, (now - since).total_seconds() / 3600.0)
-    return rec.relevance * math.exp(-rec.decay_rate * hours)
+    return relevance_at(rec.relevance, rec.decay_rate, rec.pinned, since.timestamp(),
+                        now.timestamp())
+
+
+def relevance_at(relevance: float, decay_rate: float, pinned: bool, since: float,
+                 now: float) -> float:
+    """The relevance at `now` of a memory last read (or created) at `since`, both epoch
+    seconds: what `current_relevance` computes of a record, and a search of its candidates'
+    RankFields."""
+    if pinned:
+        return relevance
+    hours = max(0.0, (now - since) / 3600.0)
+    return relevance * math.exp(-decay_rate * hours)
 
 
 def promoted_tier(tier: Tier, access_count: int, importance: float) -> Tier:

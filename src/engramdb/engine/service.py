@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -799,15 +799,19 @@ class MemoryService:
             if missing:
                 sims.update(self.store.similarities(f, vectors[i], missing))
         candidates = sorted(pool)
-        fields = self.store.rank_fields(tenant_id, candidates)
+        fields = self.store.rank_fields(tenant_id, candidates, scope=f)
         w = self.weights
         variants_retrieved = list(zip(dense, sparse, strict=True))
         scored: builtins.list[tuple[float, str, _Why]] = []
+        now = f.now.timestamp()
+        relevance_at = lifecycle.relevance_at
         for mid in candidates:
             rec = fields.get(mid)
             if rec is None:
                 continue  # deleted between the index and the row read
-            rel = lifecycle.current_relevance(rec, f.now)
+            last = rec.last_accessed
+            rel = relevance_at(rec.relevance, rec.decay_rate, rec.pinned,
+                               rec.created if last is None else last, now)
             # The best variant (the first of equals); its explain is built only if returned.
             score = -1.0
             why: _Why = (0.0, 0.0, 0.0, 0.0, None)
@@ -817,7 +821,7 @@ class MemoryService:
                 if s > score:
                     score, why = s, (sem, key, rec.importance, rel, None)
             if windows:
-                match = time_match(rec.created_at, windows)
+                match = time_match(datetime.fromtimestamp(rec.created, tz=UTC), windows)
                 score = timed(score, st.weight_time, match)
                 why = (*why[:4], match)
             if score >= q.min_score:

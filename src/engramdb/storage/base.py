@@ -32,14 +32,16 @@ Vector = npt.NDArray[np.float32]
 
 class RankFields(NamedTuple):
     """What ranking needs of a candidate: a narrow read, so that a search builds full
-    records only for the memories it returns (docs/architecture.md)."""
+    records only for the memories it returns (docs/architecture.md). Times are epoch
+    seconds (a record's `created_at.timestamp()`): ranking does arithmetic on them, and
+    building two datetimes per candidate cost more than the rest of the read."""
 
     importance: float
     relevance: float
     decay_rate: float
     pinned: bool
-    created_at: datetime
-    last_accessed_at: datetime | None
+    created: float
+    last_accessed: float | None
     session_id: str | None
 
 
@@ -147,9 +149,12 @@ class Store(Protocol):
     def get_many(self, tenant_id: str, memory_ids: Sequence[str]) -> dict[str, MemoryRecord]:
         ...
 
-    def rank_fields(self, tenant_id: str, memory_ids: Sequence[str]) -> dict[str, RankFields]:
+    def rank_fields(self, tenant_id: str, memory_ids: Sequence[str],
+                    scope: Filters | None = None) -> dict[str, RankFields]:
         """The ranking fields of the given memories (missing ids left out), whatever their
-        status: the same values get_many would give, without building whole records."""
+        status: the same values get_many would give, without building whole records.
+        `scope` is a hint: the filters of the search the candidates come from (a store may
+        answer from what it holds of that scope; ids outside it are answered all the same)."""
         ...
 
     def get_vector(self, tenant_id: str, memory_id: str) -> Vector | None: ...

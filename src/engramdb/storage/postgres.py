@@ -750,17 +750,17 @@ class PostgresStore:
             out[rec.id] = rec
         return out
 
-    def rank_fields(self, tenant_id: str, memory_ids: Sequence[str]) -> dict[str, RankFields]:
+    def rank_fields(self, tenant_id: str, memory_ids: Sequence[str],
+                    scope: Filters | None = None) -> dict[str, RankFields]:
         out = {}
         for mid, importance, relevance, decay, pinned, created, accessed, session in (
                 self._rows_by_id(
                     "SELECT m.id, m.importance, m.relevance, m.decay_rate, m.pinned, "
                     "m.created_at, m.last_accessed_at, m.session_id FROM memories m",
                     tenant_id, memory_ids)):
-            created_at = _utc(created)
-            assert created_at is not None
-            out[mid] = RankFields(importance, relevance, decay, bool(pinned), created_at,
-                                  _utc(accessed), session)
+            out[mid] = RankFields(importance, relevance, decay, bool(pinned),
+                                  created.timestamp(),
+                                  None if accessed is None else accessed.timestamp(), session)
         return out
 
     def get_vector(self, tenant_id: str, memory_id: str) -> Vector | None:

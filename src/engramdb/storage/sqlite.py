@@ -51,7 +51,7 @@ from .keyword_index import TOKENIZE, IndexTerms, ScopeKeywords, kw_averages, wor
 from .keyword_stats import TenantWordStats
 from .migrations import Migrations
 from .text import fold, keyword_terms
-from .vector_index import ANY, HeldFilters, Partition
+from .vector_index import ANY, HeldFilters, Partition, RankRow
 from .where import where
 
 migrations = Migrations("sqlite")
@@ -239,6 +239,13 @@ def _live_index(conn: sqlite3.Connection) -> None:
         "WHERE status = 'active'")
 
 
+@migrations.step("0006_partition_access_version")
+def _access_version(conn: sqlite3.Connection) -> None:
+    """A second version per (tenant, user) that access flushes bump: they change only rank
+    fields, so a process holding the user's partition reloads those, not the vectors."""
+    conn.execute("ALTER TABLE partitions ADD COLUMN access_version INTEGER NOT NULL DEFAULT 0")
+
+
 _COLUMNS = MEMORY_COLUMNS
 _SELECT = "SELECT m.rowid, " + ", ".join(f"m.{c}" for c in _COLUMNS) + " FROM memories m"
 _INSERT = (
@@ -351,11 +358,34 @@ def _kw_averages(conn: sqlite3.Connection) -> tuple[int, int]:
     return kw_averages(None if row is None else row[0])
 
 
-def _version(conn: sqlite3.Connection, key: tuple[str, str]) -> int | None:
-    """The version of a (tenant, user) partition, None if nothing was ever written to it."""
-    row = conn.execute("SELECT version FROM partitions WHERE tenant_id = ? AND user_key = ?",
-                       key).fetchone()
-    return None if row is None else int(row[0])
+def _versions(conn: sqlite3.Connection, key: tuple[str, str]) -> tuple[int, int] | None:
+    """The version and access version of a (tenant, user) partition, None if nothing was
+    ever written to it."""
+    row = conn.execute("SELECT version, access_version FROM partitions "
+                       "WHERE tenant_id = ? AND user_key = ?", key).fetchone()
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
+def _version(conn: sqlite3.Connection, key: tuple[str, str]) -> int:
+    """The version of a (tenant, user) partition, 0 if nothing was ever written to it."""
+    versions = _versions(conn, key)
+    return 0 if versions is None else versions[0]
+
+
+def _scope_key(f: Filters) -> tuple[str, str] | None:
+    """The one (tenant, user) partition a query's memories are in, None for several."""
+    if f.user_id is not None or f.exact_scope:
+        return (f.tenant_id, f.user_id or "")
+    return None
+
+
+_RANK_SELECT = ("m.importance, m.relevance, m.decay_rate, m.pinned, m.created_at, "
+                "m.last_accessed_at")
+
+
+def _rank_row(rec: MemoryRecord) -> RankRow:
+    return (rec.importance, rec.relevance, rec.decay_rate, rec.pinned,
+            rec.created_at.timestamp(), _ts(rec.last_accessed_at))
 
 
 class SQLiteStore:
@@ -383,6 +413,7 @@ class SQLiteStore:
         self._kw_wake = threading.Event()
         self.kw_merges = 0  # completed merges of the keyword index (for tests and stats)
         self.kw_in_memory = 0  # keyword searches answered from postings in memory (same)
+        self.rank_in_memory = 0  # candidates whose rank fields a partition held (same)
         self._dim: int | None = None
         self._model: str | None = None
         self._closed = False
@@ -506,6 +537,8 @@ class SQLiteStore:
             self._local.ops = []
             self._local.kw_ops = []
             self._local.kw_changed = False
+            self._local.accessed = {}
+            self._local.access_ops = []
             try:
                 self._writer.execute("BEGIN IMMEDIATE")
                 try:
@@ -523,6 +556,8 @@ class SQLiteStore:
                 self._local.ops = []
                 self._local.kw_ops = []
                 self._local.kw_changed = False
+                self._local.accessed = {}
+                self._local.access_ops = []
 
     def _kw_committed(self) -> None:
         """A write transaction changed the keyword index (under _write_lock)."""
@@ -584,7 +619,8 @@ class SQLiteStore:
         if key in touched:
             return
         row = self._writer.execute(
-            "INSERT INTO partitions VALUES (?, ?, 1) ON CONFLICT (tenant_id, user_key) "
+            "INSERT INTO partitions (tenant_id, user_key, version) VALUES (?, ?, 1) "
+            "ON CONFLICT (tenant_id, user_key) "
             "DO UPDATE SET version = version + 1 RETURNING version",
             key,
         ).fetchone()
@@ -621,6 +657,27 @@ class SQLiteStore:
                             rowid, mid, content, *attrs = op[2:]
                             scope.put(rowid, mid, self._kw_terms.of(words_of(content)), *attrs)
                     scope.version = new_version
+            self._apply_access_ops(touched)
+
+    def _apply_access_ops(self, touched: dict[tuple[str, str], int]) -> None:
+        """Patch the cached partitions with this transaction's access flush (under
+        _cache_lock). A partition at another access version is left as it is: a newer one
+        needs nothing, an older one is reloaded by the next `rank_fields`."""
+        accessed: dict[tuple[str, str], tuple[int, int]] = self._local.accessed
+        for key, (before, after) in accessed.items():
+            part = self._cache.get(key)
+            if part is None:
+                continue
+            if key in touched:
+                # rows written and accessed in one transaction: the order is not known
+                # here, so the partition's access version stays behind and the next
+                # rank_fields reads the rank fields again
+                continue
+            if part.access_version == before:
+                for tenant_id, mid, relevance, decay, at in self._local.access_ops:
+                    if tenant_id == key[0]:
+                        part.touch(mid, relevance, decay, at)
+                part.access_version = after
 
     def _queue_keywords(self, rowid: int, rec: MemoryRecord) -> None:
         """A row's keyword postings for the cache, once the transaction commits."""
@@ -635,7 +692,7 @@ class SQLiteStore:
         self._bump(*key)
         self._local.ops.append((
             key, "upsert", rowid, rec.id, vector, rec.agent_id, rec.session_id, rec.namespace,
-            rec.status is Status.ACTIVE, _ts(rec.expires_at),
+            rec.status is Status.ACTIVE, _ts(rec.expires_at), _rank_row(rec),
         ))
 
     @contextmanager
@@ -801,17 +858,73 @@ class SQLiteStore:
             out[rec.id] = rec
         return out
 
-    def rank_fields(self, tenant_id: str, memory_ids: Sequence[str]) -> dict[str, RankFields]:
-        stamp = datetime.fromtimestamp
-        return {
-            mid: RankFields(importance, relevance, decay, bool(pinned), stamp(created, tz=UTC),
-                            None if accessed is None else stamp(accessed, tz=UTC), session)
-            for mid, importance, relevance, decay, pinned, created, accessed, session
-            in self._rows_by_id(
-                "SELECT m.id, m.importance, m.relevance, m.decay_rate, m.pinned, "
-                "m.created_at, m.last_accessed_at, m.session_id FROM memories m",
-                tenant_id, memory_ids)
-        }
+    def rank_fields(self, tenant_id: str, memory_ids: Sequence[str],
+                    scope: Filters | None = None) -> dict[str, RankFields]:
+        """From the scope's partition when it is held at the database's versions (a search
+        has just loaded it): ~0.05 ms for 80 candidates, where reading their rows took
+        ~0.7 ms. The rest from the rows."""
+        out: dict[str, RankFields] = {}
+        key = None if scope is None else _scope_key(scope)
+        if key is not None and key[0] == tenant_id and not getattr(self._local, "depth", 0):
+            for mid, rank, session in self._held_rank(key, memory_ids):
+                out[mid] = RankFields(*rank, session)
+            self.rank_in_memory += len(out)
+            if len(out) == len(memory_ids):
+                return out
+            memory_ids = [mid for mid in memory_ids if mid not in out]
+        for mid, importance, relevance, decay, pinned, created, accessed, session in (
+                self._rows_by_id(f"SELECT m.id, {_RANK_SELECT}, m.session_id FROM memories m",
+                                 tenant_id, memory_ids)):
+            out[mid] = RankFields(importance, relevance, decay, bool(pinned), created, accessed,
+                                  session)
+        return out
+
+    def _held_rank(self, key: tuple[str, str], memory_ids: Sequence[str]
+                   ) -> builtins.list[tuple[str, RankRow, str | None]]:
+        """The rank fields the cached partition of `key` holds for the given memories, if
+        it is at the database's versions (its rank fields reloaded if only an access flush
+        of another process changed them); else nothing."""
+        conn = self._conn()
+        versions = _versions(conn, key)
+        if versions is None:
+            return []
+        with self._cache_lock:
+            part = self._cache.get(key)
+            if part is None or part.version != versions[0]:
+                return []
+            fresh = part.access_version >= versions[1]
+            if fresh:
+                return part.rank_rows(memory_ids)
+        self._reload_rank(conn, key)
+        with self._cache_lock:
+            part = self._cache.get(key)
+            if (part is None or part.version != versions[0]
+                    or part.access_version < versions[1]):
+                return []
+            return part.rank_rows(memory_ids)
+
+    def _reload_rank(self, conn: sqlite3.Connection, key: tuple[str, str]) -> None:
+        """Read the rank fields of a scope's rows from one snapshot into its cached
+        partition, if that holds the snapshot's version and older rank fields."""
+        conn.execute("BEGIN")
+        try:
+            versions = _versions(conn, key)
+            rows = conn.execute(
+                f"SELECT m.id, {_RANK_SELECT} FROM memories m "
+                "WHERE m.tenant_id = ? AND m.user_key = ?", key).fetchall()
+        finally:
+            conn.execute("COMMIT")
+        if versions is None:
+            return
+        with self._cache_lock:
+            part = self._cache.get(key)
+            if (part is None or part.version != versions[0]
+                    or part.access_version >= versions[1]):
+                return
+            for mid, importance, relevance, decay, pinned, created, accessed in rows:
+                part.set_rank(mid, (importance, relevance, decay, bool(pinned), created,
+                                    accessed))
+            part.access_version = versions[1]
 
     def get_vector(self, tenant_id: str, memory_id: str) -> Vector | None:
         row = self._conn().execute(
@@ -949,7 +1062,7 @@ class SQLiteStore:
         for the second time (or whose postings went stale) has them built in the
         background meanwhile: ~5 ms for 80 memories, ~0.2 s for 2,900, which no search waits
         for."""
-        version = _version(conn, key) or 0
+        version = _version(conn, key)
         with self._cache_lock:
             scope = self._kw_scopes.get(key)
             if scope is not None and scope.version == version:
@@ -979,7 +1092,7 @@ class SQLiteStore:
             conn = self._conn()
             conn.execute("BEGIN")
             try:
-                version = _version(conn, key) or 0
+                version = _version(conn, key)
                 rows = conn.execute(
                     "SELECT rowid, id, content, agent_id, session_id, namespace, status, "
                     "expires_at FROM memories WHERE tenant_id = ? AND user_key = ?", key,
@@ -1046,35 +1159,41 @@ class SQLiteStore:
     # -- vectors -----------------------------------------------------------------------
 
     def _partition(self, conn: sqlite3.Connection, tenant_id: str, user_key: str,
-                   version: int) -> Partition:
-        """The shared cached partition at `version`, (re)loaded from the database if needed."""
+                   versions: tuple[int, int]) -> Partition:
+        """The shared cached partition at `versions[0]`, (re)loaded from the database if
+        needed (its rank fields may be older: `rank_fields` checks the access version)."""
         key = (tenant_id, user_key)
         with self._cache_lock:
             part = self._cache.get(key)
-            if part is not None and part.version == version:
+            if part is not None and part.version == versions[0]:
                 return part
-        part = self._load_partition(conn, key, version)
+        part = self._load_partition(conn, key, versions)
         with self._cache_lock:
             self._cache[key] = part
         return part
 
     def _load_partition(self, conn: sqlite3.Connection, key: tuple[str, str],
-                        version: int) -> Partition:
+                        versions: tuple[int, int]) -> Partition:
+        """The scope's rows as a partition labelled with `versions` (read before: the rows
+        are as new or newer, and a newer database version makes the next read reload)."""
         assert self._dim is not None
         rows = conn.execute(
             "SELECT m.rowid, m.id, v.vector, m.agent_id, m.session_id, m.namespace, m.status, "
-            "m.expires_at FROM memories m JOIN memory_vectors v ON v.memory_rowid = m.rowid "
+            f"m.expires_at, {_RANK_SELECT} FROM memories m "
+            "JOIN memory_vectors v ON v.memory_rowid = m.rowid "
             "WHERE m.tenant_id = ? AND m.user_key = ?",
             key,
         ).fetchall()
-        part = Partition(self._dim, capacity=len(rows) * 5 // 4 + 16, version=version)
-        for rowid, mid, blob, agent, session, ns, status, exp in rows:
+        part = Partition(self._dim, capacity=len(rows) * 5 // 4 + 16, version=versions[0],
+                         access_version=versions[1])
+        for rowid, mid, blob, agent, session, ns, status, exp, *rank in rows:
             part.upsert(rowid, mid, np.frombuffer(blob, dtype=np.float32), agent, session, ns,
-                        status == "active", exp)
+                        status == "active", exp, (*rank[:3], bool(rank[3]), *rank[4:]))
         return part
 
     def _section_views(self, conn: sqlite3.Connection, key: tuple[str, str],
-                       version: int) -> builtins.list[tuple[Partition, frozenset[str]]]:
+                       versions: tuple[int, int]
+                       ) -> builtins.list[tuple[Partition, frozenset[str]]]:
         """What a read inside a write section sees of a scope the section has changed: the
         committed partition minus the memories changed here, plus a small overlay of this
         section's uncommitted writes. Nothing uncommitted enters the shared cache (a rollback
@@ -1085,7 +1204,7 @@ class SQLiteStore:
         if base is None or base.version != before:
             # another writer got in between (or nothing was cached): read this section's
             # view straight from the database, for this read only
-            return [(self._load_partition(conn, key, version), frozenset())]
+            return [(self._load_partition(conn, key, versions), frozenset())]
         assert self._dim is not None
         latest: dict[str, tuple[Any, ...] | None] = {}
         for op in self._local.ops:
@@ -1095,7 +1214,7 @@ class SQLiteStore:
                 latest[op[2]] = None
             else:
                 latest[op[3]] = op[2:]
-        overlay = Partition(self._dim, capacity=len(latest) + 1, version=version)
+        overlay = Partition(self._dim, capacity=len(latest) + 1, version=versions[0])
         with self._cache_lock:
             for mid, args in latest.items():
                 if args is None:
@@ -1115,23 +1234,23 @@ class SQLiteStore:
         """The partitions a query must search, each with the ids to leave out of it."""
         if self._dim is None:
             raise StoreError("bind_embedding() must be called before searching")
-        if filters.user_id is not None or filters.exact_scope:
-            user_key = filters.user_id or ""
-            version = _version(conn, (filters.tenant_id, user_key))
-            versions = [] if version is None else [(user_key, version)]
+        one = _scope_key(filters)
+        if one is not None:
+            found = _versions(conn, one)
+            scopes = [] if found is None else [(one[1], found)]
         else:
-            versions = [(r[0], int(r[1])) for r in conn.execute(
-                "SELECT user_key, version FROM partitions WHERE tenant_id = ?",
+            scopes = [(r[0], (int(r[1]), int(r[2]))) for r in conn.execute(
+                "SELECT user_key, version, access_version FROM partitions WHERE tenant_id = ?",
                 (filters.tenant_id,),
             )]
         touched = getattr(self._local, "touched", {})
         views: builtins.list[tuple[Partition, frozenset[str]]] = []
-        for user_key, version in versions:
+        for user_key, versions in scopes:
             key = (filters.tenant_id, user_key)
             if key in touched:
-                views.extend(self._section_views(conn, key, version))
+                views.extend(self._section_views(conn, key, versions))
             else:
-                views.append((self._partition(conn, *key, version), frozenset()))
+                views.append((self._partition(conn, *key, versions), frozenset()))
         return views
 
     def nearest(self, filters: Filters, vector: Vector, k: int) -> builtins.list[tuple[str, float]]:
@@ -1272,15 +1391,35 @@ class SQLiteStore:
         if not updates and not events:
             return
         with self.atomic(tenant_id, None):
-            self._writer.executemany(
+            conn = self._writer
+            conn.executemany(
                 "UPDATE memories SET access_count = access_count + ?, "
                 "last_accessed_at = max(coalesce(last_accessed_at, 0), ?), relevance = ?, "
                 "decay_rate = ?, tier = ? WHERE tenant_id = ? AND id = ?",
                 [(u.count, u.last_accessed_at.timestamp(), u.relevance, u.decay_rate,
                   u.tier.value, tenant_id, u.id) for u in updates],
             )
+            # Rank fields changed: bump the access versions of the users concerned, and
+            # patch this process's partitions once the transaction commits.
+            user_keys: set[str] = set()
+            for row in self._rows_by_id("SELECT DISTINCT m.user_key FROM memories m",
+                                        tenant_id, [u.id for u in updates]):
+                user_keys.add(row[0])
+            accessed: dict[tuple[str, str], tuple[int, int]] = self._local.accessed
+            for user_key in sorted(user_keys):
+                key = (tenant_id, user_key)
+                bumped = conn.execute(
+                    "UPDATE partitions SET access_version = access_version + 1 "
+                    "WHERE tenant_id = ? AND user_key = ? RETURNING access_version", key,
+                ).fetchone()
+                if bumped is not None:
+                    now = int(bumped[0])
+                    accessed[key] = (accessed.get(key, (now - 1, now))[0], now)
+            self._local.access_ops.extend(
+                (tenant_id, u.id, u.relevance, u.decay_rate, u.last_accessed_at.timestamp())
+                for u in updates)
             for event in events:
-                self._insert_event(self._writer, event)
+                self._insert_event(conn, event)
 
     def expired_ids(self, now: datetime, limit: int) -> builtins.list[tuple[str, str]]:
         rows = self._conn().execute(

@@ -2,7 +2,9 @@
 
 One Partition holds the vectors of one (tenant, user) and the few attributes that filters
 need most (agent, session, namespace, status, expiry), so a filtered search is one matrix-vector
-product and a boolean mask: for a typical user well under a millisecond."""
+product and a boolean mask: for a typical user well under a millisecond. It also holds what
+ranking reads of each memory (importance, relevance, decay, pinned, times: `RankRow`), so
+that a search scores its candidates without reading their rows again."""
 
 from __future__ import annotations
 
@@ -44,15 +46,32 @@ class HeldFilters:
 #: No filter at all.
 NO_FILTERS = HeldFilters()
 
+#: What ranking reads of a memory, as a partition holds it: importance, relevance,
+#: decay_rate, pinned, created_at and last_accessed_at (epoch seconds; None: never read).
+RankRow = tuple[float, float, float, bool, float, float | None]
+
+#: A partition's per-row arrays.
+_COLUMNS = ("mat", "rowids", "ids", "agent", "session", "namespace", "active", "expires",
+            "importance", "relevance", "decay", "pinned", "created", "accessed")
+
 
 class Partition:
-    __slots__ = ("active", "agent", "dim", "expires", "ids", "mat", "n", "namespace",
-                 "pos", "rowids", "session", "version")
+    """The vectors, filter attributes and rank fields of one (tenant, user).
 
-    def __init__(self, dim: int, capacity: int = 16, version: int = 0) -> None:
+    `version` and `access_version` are the versions of the scope's rows that the partition
+    holds (the store's `partitions` table): a write bumps the first, an access flush (which
+    changes only rank fields) the second."""
+
+    __slots__ = ("access_version", "accessed", "active", "agent", "created", "decay", "dim",
+                 "expires", "ids", "importance", "mat", "n", "namespace", "pinned", "pos",
+                 "relevance", "rowids", "session", "version")
+
+    def __init__(self, dim: int, capacity: int = 16, version: int = 0,
+                 access_version: int = 0) -> None:
         self.dim = dim
         self.n = 0
         self.version = version
+        self.access_version = access_version
         cap = max(capacity, 16)
         self.mat = np.empty((cap, dim), dtype=np.float32)
         self.rowids = np.empty(cap, dtype=np.int64)
@@ -62,12 +81,18 @@ class Partition:
         self.namespace = np.empty(cap, dtype=object)
         self.active = np.empty(cap, dtype=bool)
         self.expires = np.empty(cap, dtype=np.float64)
+        # rank fields; importance NaN: not known here (the store reads the row instead)
+        self.importance = np.empty(cap, dtype=np.float64)
+        self.relevance = np.empty(cap, dtype=np.float64)
+        self.decay = np.empty(cap, dtype=np.float64)
+        self.pinned = np.empty(cap, dtype=bool)
+        self.created = np.empty(cap, dtype=np.float64)
+        self.accessed = np.empty(cap, dtype=np.float64)  # NaN: never accessed
         self.pos: dict[str, int] = {}  # memory id -> row
 
     def _grow(self) -> None:
         cap = self.mat.shape[0] * 2
-        for name in ("mat", "rowids", "ids", "agent", "session", "namespace", "active",
-                     "expires"):
+        for name in _COLUMNS:
             old = getattr(self, name)
             new = np.empty((cap, *old.shape[1:]), dtype=old.dtype)
             new[: self.n] = old[: self.n]
@@ -75,7 +100,9 @@ class Partition:
 
     def upsert(self, rowid: int, memory_id: str, vector: F32 | None, agent: str | None,
                session: str | None, namespace: str, active: bool,
-               expires_at: float | None) -> None:
+               expires_at: float | None, rank: RankRow | None = None) -> None:
+        """Add or change a row; without `vector` only a row held already changes. Without
+        `rank` the row's rank fields are unknown here."""
         i = self.pos.get(memory_id)
         if i is None:
             if vector is None:
@@ -94,6 +121,53 @@ class Partition:
         self.namespace[i] = namespace
         self.active[i] = active
         self.expires[i] = math.inf if expires_at is None else expires_at
+        if rank is None:
+            self.importance[i] = math.nan
+        else:
+            self._set_rank(i, rank)
+
+    def _set_rank(self, i: int, rank: RankRow) -> None:
+        importance, relevance, decay, pinned, created, accessed = rank
+        self.importance[i] = importance
+        self.relevance[i] = relevance
+        self.decay[i] = decay
+        self.pinned[i] = pinned
+        self.created[i] = created
+        self.accessed[i] = math.nan if accessed is None else accessed
+
+    def set_rank(self, memory_id: str, rank: RankRow) -> None:
+        """New rank fields for a row held here (others are ignored)."""
+        i = self.pos.get(memory_id)
+        if i is not None:
+            self._set_rank(i, rank)
+
+    def touch(self, memory_id: str, relevance: float, decay: float, accessed: float) -> None:
+        """An access flush's change to a row held here, as the store's UPDATE makes it:
+        relevance and decay replaced, the last access the later of the two."""
+        i = self.pos.get(memory_id)
+        if i is None or math.isnan(self.importance[i]):
+            return
+        self.relevance[i] = relevance
+        self.decay[i] = decay
+        last = self.accessed[i]
+        self.accessed[i] = accessed if math.isnan(last) else max(float(last), accessed)
+
+    def rank_rows(self, memory_ids: Iterable[str]
+                  ) -> list[tuple[str, RankRow, str | None]]:
+        """(id, rank fields, session) of the given memories whose rank fields are held
+        here, in the order given."""
+        found = [(mid, i) for mid in memory_ids if (i := self.pos.get(mid)) is not None]
+        if not found:
+            return []
+        rows = np.fromiter((i for _, i in found), dtype=np.intp, count=len(found))
+        importance = self.importance[rows].tolist()
+        columns = zip(importance, self.relevance[rows].tolist(), self.decay[rows].tolist(),
+                      self.pinned[rows].tolist(), self.created[rows].tolist(),
+                      self.accessed[rows].tolist(), self.session[rows].tolist(), strict=True)
+        return [(mid, (imp, rel, dec, pin, cre, None if acc != acc else acc), ses)
+                for (mid, _), (imp, rel, dec, pin, cre, acc, ses) in zip(found, columns,
+                                                                        strict=True)
+                if imp == imp]  # NaN: not known here
 
     def remove(self, memory_id: str) -> None:
         i = self.pos.pop(memory_id, None)
@@ -101,8 +175,8 @@ class Partition:
             return
         last = self.n - 1
         if i != last:  # move the last row into the hole
-            for arr in (self.mat, self.rowids, self.ids, self.agent, self.session,
-                        self.namespace, self.active, self.expires):
+            for name in _COLUMNS:
+                arr = getattr(self, name)
                 arr[i] = arr[last]
             self.pos[self.ids[i]] = i
         self.n = last
