@@ -910,6 +910,12 @@ def test_rank_fields_held_in_partitions_follow_every_change(db: Path) -> None:
         held, rows, counted = held_and_rows(a, f, every)
         assert held == rows
         assert counted == served
+        # whole rows: the first read holds them, the second finds them held
+        records = a.get_many("t1", every)
+        assert a.get_many("t1", every, scope=f) == records
+        before = a.rows_in_memory
+        assert a.get_many("t1", every, scope=f) == records
+        assert a.rows_in_memory - before == served
         return held
 
     got = check(2)
@@ -923,6 +929,11 @@ def test_rank_fields_held_in_partitions_follow_every_change(db: Path) -> None:
     part = a._cache[("t1", "u1")]
     later = T0 + timedelta(days=3)
     a.apply_access("t1", [AccessUpdate(r1.id, 2, later, 0.8, 0.03, Tier.MEDIUM)])
+    before = a.rows_in_memory
+    patched = a.get_many("t1", every, scope=f)[r1.id]
+    assert a.rows_in_memory - before == 2  # the held row was patched, not dropped
+    assert patched == a.get_many("t1", [r1.id])[r1.id]
+    assert (patched.access_count, patched.tier, patched.relevance) == (2, Tier.MEDIUM, 0.8)
     got = check(2)
     assert (got[r1.id].relevance, got[r1.id].decay_rate, got[r1.id].last_accessed) == (
         0.8, 0.03, later.timestamp())
@@ -956,8 +967,33 @@ def test_rank_fields_held_in_partitions_follow_every_change(db: Path) -> None:
     a.update(r1c, None, event(r1c, "update"))
     held, rows, counted = held_and_rows(a, f, every)
     assert held == rows and set(held) == {r1.id, r3.id} and counted == 1
+    before = a.rows_in_memory
+    records = a.get_many("t1", every, scope=f)
+    assert records == a.get_many("t1", every) and set(records) == {r1.id, r3.id}
+    assert a.rows_in_memory - before == 1  # r3 (r1's row went with it to u2)
     for s in (a, b):
         s.close()
+
+
+def test_rows_held_for_searches_are_bounded(db: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_mod, "ROW_CACHE_ROWS", 3)
+    s = open_store(db)
+    recs = [record(user_id=f"u{i % 2}") for i in range(6)]
+    for n, r in enumerate(recs):
+        s.insert(r, unit(n + 1), event(r))
+    for user in ("u0", "u1"):
+        f = F(user_id=user)
+        s.nearest(f, unit(0), 5)
+        mine = [r.id for r in recs if r.user_id == user]
+        assert set(s.get_many("t1", mine, scope=f)) == set(mine)
+    held = {mid for part in s._cache.values() for mid in part.rows}
+    assert len(held) == 3 and held == {r.id for r in recs if r.user_id == "u1"}
+    before = s.rows_in_memory  # the most recent ones are found, the rest read again
+    assert set(s.get_many("t1", [r.id for r in recs], scope=F(user_id="u1"))) == {
+        r.id for r in recs}
+    assert s.rows_in_memory - before == 3
+    s.close()
 
 
 def test_rank_fields_inside_a_write_section_are_the_sections(db: Path) -> None:

@@ -837,12 +837,12 @@ class MemoryService:
             score, explain = with_time(score, explain, self.settings.weight_time, match)
         return explain
 
-    def _hits(self, tenant_id: str,
+    def _hits(self, tenant_id: str, f: Filters,
               chosen: Sequence[tuple[float, str, _Why]]) -> builtins.list[SearchHit]:
         """Whole records for the chosen (score, id, why) triples of `_rank`, each carrying
         the relevance it was scored with and its explain; one deleted since ranking is
         left out."""
-        records = self.store.get_many(tenant_id, [mid for _, mid, _ in chosen])
+        records = self.store.get_many(tenant_id, [mid for _, mid, _ in chosen], scope=f)
         hits = []
         for score, mid, why in chosen:
             rec = records.get(mid)
@@ -858,7 +858,7 @@ class MemoryService:
         text = self._validated_query(q)
         k = max(self.settings.search_candidates, q.limit)
         f, _, scored = self._rank(tenant_id, q, text, k)
-        hits = self._hits(tenant_id, scored[: q.limit])
+        hits = self._hits(tenant_id, f, scored[: q.limit])
         if q.track_access and hits:
             self.access.touch(tenant_id, [h.memory.id for h in hits], f.now)
         return hits
@@ -882,7 +882,7 @@ class MemoryService:
             if len(members) < hits_per_session:
                 members.append((score, mid, why))
         ranked = sorted(groups.items(), key=lambda g: (-g[1][0][0], g[0]))[: q.limit]
-        hits = self._hits(tenant_id, [m for _, members in ranked for m in members])
+        hits = self._hits(tenant_id, f, [m for _, members in ranked for m in members])
         by_session: dict[str, builtins.list[SearchHit]] = {}
         for hit in hits:
             by_session.setdefault(fields[hit.memory.id].session_id or "", []).append(hit)

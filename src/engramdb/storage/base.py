@@ -146,7 +146,10 @@ class Store(Protocol):
         """The row, whatever its status or expiry (the core decides what is visible)."""
         ...
 
-    def get_many(self, tenant_id: str, memory_ids: Sequence[str]) -> dict[str, MemoryRecord]:
+    def get_many(self, tenant_id: str, memory_ids: Sequence[str],
+                 scope: Filters | None = None) -> dict[str, MemoryRecord]:
+        """The rows of the given memories (missing ids left out); `scope` is a hint, as
+        for rank_fields."""
         ...
 
     def rank_fields(self, tenant_id: str, memory_ids: Sequence[str],

@@ -743,7 +743,8 @@ class PostgresStore:
                                 (tenant_id, builtins.list(dict.fromkeys(memory_ids))),
                                 binary=True).fetchall()
 
-    def get_many(self, tenant_id: str, memory_ids: Sequence[str]) -> dict[str, MemoryRecord]:
+    def get_many(self, tenant_id: str, memory_ids: Sequence[str],
+                 scope: Filters | None = None) -> dict[str, MemoryRecord]:
         out = {}
         for row in self._rows_by_id(_SELECT, tenant_id, memory_ids):
             rec = _record(row)

@@ -64,7 +64,7 @@ class Partition:
 
     __slots__ = ("access_version", "accessed", "active", "agent", "created", "decay", "dim",
                  "expires", "ids", "importance", "mat", "n", "namespace", "pinned", "pos",
-                 "relevance", "rowids", "session", "version")
+                 "relevance", "rowids", "rows", "session", "version")
 
     def __init__(self, dim: int, capacity: int = 16, version: int = 0,
                  access_version: int = 0) -> None:
@@ -89,6 +89,9 @@ class Partition:
         self.created = np.empty(cap, dtype=np.float64)
         self.accessed = np.empty(cap, dtype=np.float64)  # NaN: never accessed
         self.pos: dict[str, int] = {}  # memory id -> row
+        # whole database rows of some memories held here (search hits), which the store
+        # reads and keeps coherent itself
+        self.rows: dict[str, tuple[Any, ...]] = {}
 
     def _grow(self) -> None:
         cap = self.mat.shape[0] * 2
