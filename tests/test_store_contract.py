@@ -434,6 +434,11 @@ def test_queries_respect_filters(store: Store, mk: Maker, variant: str) -> None:
         assert set(sims) == expected
         for mid, s in sims.items():
             assert s == pytest.approx(float(mk.vectors[mid] @ q), abs=1e-5)
+        # with `include`: the top k, then the rest of `include` that the filters admit
+        for k in (0, 3):
+            both = store.nearest(f, q, k, include=[*mk.records, "no-such-id"])
+            assert ids(both)[:k] == ids(brute)[:k]
+            assert len(both) == len(expected) and dict(both) == pytest.approx(sims, abs=1e-5)
     assert set(ids(store.keyword_search(f, "apple", 100))) == expected
     items, total = store.list(f, 100, 0)
     assert {r.id for r in items} == expected
@@ -503,6 +508,11 @@ def test_nearest_merges_users_best_first(store: Store, mk: Maker) -> None:
         mk.add(user_id=("u1", "u2", "u3", None)[i % 4])
     q = unit(99)
     assert ids(store.nearest(F(), q, 10)) == ids(mk.ranked(F(), q))[:10]
+    # included memories outside the top 10 come after it, each once, wherever they rank
+    # in their own user's partition
+    both = store.nearest(F(), q, 10, include=list(mk.records))
+    assert ids(both)[:10] == ids(mk.ranked(F(), q))[:10]
+    assert sorted(ids(both)) == sorted(mk.records)
 
 
 def test_nearest_on_empty_store(store: Store) -> None:

@@ -791,8 +791,11 @@ class MemoryService:
         vectors = self.embedder.embed(
             [without_scaffolding(v) for v in variants] if st.search_query_rewriting
             else variants).vectors
-        dense = [dict(self.store.nearest(f, vectors[i], n)) for i, n in enumerate(wanted)]
-        sparse = keyword()
+        sparse = keyword()  # done by now, as a rule: it runs while the model embeds
+        # the keyword hits are scored semantically in the same pass as the nearest
+        matched = set().union(*sparse)
+        dense = [dict(self.store.nearest(f, vectors[i], n, include=matched))
+                 for i, n in enumerate(wanted)]
         pool = set().union(*dense, *sparse)
         for i, sims in enumerate(dense):
             missing = [mid for mid in pool if mid not in sims]

@@ -8,7 +8,7 @@ and passes `now` in. Every backend passes the shared contract suite (tests/test_
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -173,8 +173,11 @@ class Store(Protocol):
         """The active memory with this hash in this exact scope, expired or not."""
         ...
 
-    def nearest(self, filters: Filters, vector: Vector, k: int) -> builtins.list[tuple[str, float]]:
-        """Up to k visible memories by cosine similarity, best first."""
+    def nearest(self, filters: Filters, vector: Vector, k: int,
+                include: Collection[str] = ()) -> builtins.list[tuple[str, float]]:
+        """Up to k visible memories by cosine similarity, best first; then the similarity
+        of each memory of `include` that is visible but not among them (what
+        `similarities` would give: a search's keyword hits, scored in the same pass)."""
         ...
 
     def similarities(

@@ -56,7 +56,7 @@ import re
 import struct
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -886,7 +886,18 @@ class PostgresStore:
         )
         return sql, params
 
-    def nearest(self, filters: Filters, vector: Vector, k: int) -> builtins.list[tuple[str, float]]:
+    def nearest(self, filters: Filters, vector: Vector, k: int,
+                include: Collection[str] = ()) -> builtins.list[tuple[str, float]]:
+        hits = self._nearest(filters, vector, k)
+        if include:
+            chosen = {mid for mid, _ in hits}
+            rest = [mid for mid in include if mid not in chosen]
+            if rest:
+                hits.extend(self.similarities(filters, vector, rest).items())
+        return hits
+
+    def _nearest(self, filters: Filters, vector: Vector, k: int
+                 ) -> builtins.list[tuple[str, float]]:
         query = self._query_vector(vector)
         if k <= 0:
             return []

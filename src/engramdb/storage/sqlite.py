@@ -20,7 +20,7 @@ import math
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -1316,7 +1316,8 @@ class SQLiteStore:
                 views.append((self._partition(conn, *key, versions), frozenset()))
         return views
 
-    def nearest(self, filters: Filters, vector: Vector, k: int) -> builtins.list[tuple[str, float]]:
+    def nearest(self, filters: Filters, vector: Vector, k: int,
+                include: Collection[str] = ()) -> builtins.list[tuple[str, float]]:
         conn = self._conn()
         parts = self._partitions(conn, filters)
         if not parts:
@@ -1332,12 +1333,18 @@ class SQLiteStore:
         query = np.ascontiguousarray(vector, dtype=np.float32)
         held = _partition_filters(filters)
         hits: builtins.list[tuple[str, float]] = []
+        extra: builtins.list[tuple[str, float]] = []
         for part, exclude in parts:
             with self._cache_lock:
-                hits.extend(part.search(query, k, held, allowed=allowed, exclude=exclude))
+                top, more = part.search_with(query, k, held, allowed=allowed,
+                                             exclude=exclude, include=include)
+            hits.extend(top)
+            extra.extend(more)
         if len(parts) > 1:
             hits.sort(key=lambda h: -h[1])
-        return hits[:k]
+            # included memories in a partition's top k but not in the whole top k
+            extra.extend(h for h in hits[k:] if h[0] in include)
+        return hits[:k] + extra
 
     def similarities(self, filters: Filters, vector: Vector,
                      memory_ids: Sequence[str]) -> dict[str, float]:

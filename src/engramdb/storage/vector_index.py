@@ -213,9 +213,18 @@ class Partition:
     def search(self, query: F32, k: int, held: HeldFilters = NO_FILTERS, *,
                allowed: Iterable[int] | None = None,
                exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
+        """The k rows most similar to the query that pass the filters, best first."""
+        return self.search_with(query, k, held, allowed=allowed, exclude=exclude)[0]
+
+    def search_with(self, query: F32, k: int, held: HeldFilters = NO_FILTERS, *,
+                    allowed: Iterable[int] | None = None, exclude: Iterable[str] = (),
+                    include: Iterable[str] = ()
+                    ) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+        """`search`, and the similarity of the rows of `include` that pass the filters but
+        are not in the top k (from the same product: no second pass over the rows)."""
         n = self.n
-        if n == 0 or k <= 0:
-            return []
+        if n == 0:
+            return [], []
         mask = self._visible(slice(0, n), n, held)
         if allowed is not None:
             mask &= np.isin(self.rowids[:n], np.fromiter(allowed, dtype=np.int64))
@@ -224,13 +233,22 @@ class Partition:
                 mask[i] = False
         idx = np.flatnonzero(mask)
         if idx.size == 0:
-            return []
+            return [], []
         # One product over the whole partition beats gathering the masked rows first.
-        sims = (self.mat[:n] @ query)[idx]
-        cand = idx
-        if sims.size > k:
+        full = self.mat[:n] @ query
+        sims = full[idx]
+        if k <= 0:
+            top = np.empty(0, dtype=np.intp)
+        elif sims.size > k:
             top = np.argpartition(-sims, k - 1)[:k]
             top = top[np.argsort(-sims[top], kind="stable")]
         else:
             top = np.argsort(-sims, kind="stable")
-        return [(self.ids[cand[j]], float(sims[j])) for j in top]
+        hits = [(self.ids[idx[j]], float(sims[j])) for j in top]
+        extra: list[tuple[str, float]] = []
+        if include:
+            chosen = {mid for mid, _ in hits}
+            pos = self.pos
+            extra = [(mid, float(full[i])) for mid in include
+                     if mid not in chosen and (i := pos.get(mid)) is not None and mask[i]]
+        return hits, extra
