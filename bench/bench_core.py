@@ -714,10 +714,10 @@ def table(results: dict[str, Any]) -> str:
         if all("breakdown_mean_ms" in s["search"][label] for s in sizes):
             parts = (("embed", "query embedding (via batcher)"),
                      ("raw_model_embed", "  same queries, bare model"),
-                     ("nearest", "vector search (nearest)"),
+                     ("nearest", "vector search (nearest, with the keyword hits)"),
                      ("partitions", "  partition version lookup (all calls)"),
-                     ("keyword_search", "FTS5 keyword search"),
-                     ("similarities", "similarities of FTS-only hits"),
+                     ("keyword_search", "keyword search (postings in memory, or FTS5)"),
+                     ("similarities", "similarities of other variants' hits"),
                      ("rank_fields", "ranking fields of candidates (rank_fields)"),
                      ("get_many", "rows of the hits returned (get_many)"),
                      ("other", "validation, scoring, rest"))

@@ -244,11 +244,15 @@ class Partition:
             top = top[np.argsort(-sims[top], kind="stable")]
         else:
             top = np.argsort(-sims, kind="stable")
-        hits = [(self.ids[idx[j]], float(sims[j])) for j in top]
+        # whole arrays to Python at once (a numpy scalar per hit cost ~0.1 µs each)
+        hits = list(zip(self.ids[idx[top]].tolist(), sims[top].tolist(), strict=True))
         extra: list[tuple[str, float]] = []
         if include:
             chosen = {mid for mid, _ in hits}
             pos = self.pos
-            extra = [(mid, float(full[i])) for mid in include
-                     if mid not in chosen and (i := pos.get(mid)) is not None and mask[i]]
+            rows = [(mid, i) for mid in include
+                    if mid not in chosen and (i := pos.get(mid)) is not None and mask[i]]
+            if rows:
+                picked = full[[i for _, i in rows]].tolist()
+                extra = [(mid, x) for (mid, _), x in zip(rows, picked, strict=True)]
         return hits, extra
