@@ -387,6 +387,12 @@ _RANK_SELECT = ("m.importance, m.relevance, m.decay_rate, m.pinned, m.created_at
                 "m.last_accessed_at")
 
 
+def _rank_of(columns: Sequence[Any]) -> RankRow:
+    """A RankRow from the _RANK_SELECT columns of a row."""
+    importance, relevance, decay, pinned, created, accessed = columns
+    return (importance, relevance, decay, bool(pinned), created, accessed)
+
+
 def _rank_row(rec: MemoryRecord) -> RankRow:
     return (rec.importance, rec.relevance, rec.decay_rate, rec.pinned,
             rec.created_at.timestamp(), _ts(rec.last_accessed_at))
@@ -934,11 +940,10 @@ class SQLiteStore:
             if len(out) == len(memory_ids):
                 return out
             memory_ids = [mid for mid in memory_ids if mid not in out]
-        for mid, importance, relevance, decay, pinned, created, accessed, session in (
-                self._rows_by_id(f"SELECT m.id, {_RANK_SELECT}, m.session_id FROM memories m",
-                                 tenant_id, memory_ids)):
-            out[mid] = RankFields(importance, relevance, decay, bool(pinned), created, accessed,
-                                  session)
+        for mid, *rank, session in self._rows_by_id(
+                f"SELECT m.id, {_RANK_SELECT}, m.session_id FROM memories m",
+                tenant_id, memory_ids):
+            out[mid] = RankFields(*_rank_of(rank), session)
         return out
 
     def _held_rank(self, key: tuple[str, str], memory_ids: Sequence[str]
@@ -983,9 +988,8 @@ class SQLiteStore:
             if (part is None or part.version != versions[0]
                     or part.access_version >= versions[1]):
                 return
-            for mid, importance, relevance, decay, pinned, created, accessed in rows:
-                part.set_rank(mid, (importance, relevance, decay, bool(pinned), created,
-                                    accessed))
+            for mid, *rank in rows:
+                part.set_rank(mid, _rank_of(rank))
             part.rows.clear()  # read before this access flush
             part.access_version = versions[1]
 
@@ -1251,7 +1255,7 @@ class SQLiteStore:
                          access_version=versions[1])
         for rowid, mid, blob, agent, session, ns, status, exp, *rank in rows:
             part.upsert(rowid, mid, np.frombuffer(blob, dtype=np.float32), agent, session, ns,
-                        status == "active", exp, (*rank[:3], bool(rank[3]), *rank[4:]))
+                        status == "active", exp, _rank_of(rank))
         return part
 
     def _section_views(self, conn: sqlite3.Connection, key: tuple[str, str],
