@@ -975,6 +975,94 @@ def test_rank_fields_held_in_partitions_follow_every_change(db: Path) -> None:
         s.close()
 
 
+def test_held_rank_fields_and_rows_settle_to_the_rows_under_concurrency(db: Path) -> None:
+    """Writers, access flushes and readers of one store race; once they stop, what its
+    partitions hold (patched in place all along) must be what the rows say. Then the same
+    after a second store's flush and write."""
+    a, b = open_store(db), open_store(db)
+    users = ["u0", "u1", "u2"]
+    recs = {r.id: r for r in (record(user_id=users[i % 3], importance=0.5)
+                              for i in range(36))}
+    for n, r in enumerate(recs.values()):
+        a.insert(r, unit(n + 1), event(r))
+    ids_ = list(recs)
+    errors: list[BaseException] = []
+    lock = threading.Lock()  # update() needs the record it changes: one writer of a row
+
+    def writer(store: SQLiteStore, seed: int) -> None:
+        rnd = random.Random(seed)
+        try:
+            for _ in range(40):
+                mid = rnd.choice(ids_)
+                with lock:
+                    cur = store.get("t1", mid)
+                    assert cur is not None
+                    new = replace(cur, importance=round(rnd.random(), 3),
+                                  relevance=round(rnd.random(), 3))
+                    store.update(new, None, event(new, "update"))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    def flusher(store: SQLiteStore, seed: int) -> None:
+        rnd = random.Random(seed)
+        try:
+            for _ in range(40):
+                at = T0 + timedelta(minutes=rnd.randrange(10_000))
+                store.apply_access("t1", [
+                    AccessUpdate(mid, 1, at, round(rnd.random(), 3), 0.02, Tier.SHORT)
+                    for mid in rnd.sample(ids_, 3)])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    def reader(seed: int) -> None:
+        rnd = random.Random(seed)
+        try:
+            for i in range(60):
+                f = F(user_id=rnd.choice(users))
+                a.nearest(f, unit(i), 5)
+                picked = rnd.sample(ids_, 8)
+                a.rank_fields("t1", picked, scope=f)
+                a.get_many("t1", picked, scope=f)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    def settled() -> None:
+        served = 0
+        for user in users:
+            f = F(user_id=user)
+            mine = [mid for mid, r in recs.items() if r.user_id == user]
+            held, rows, counted = held_and_rows(a, f, mine)
+            assert held == rows and counted == len(mine)
+            records = a.get_many("t1", mine)
+            assert a.get_many("t1", mine, scope=f) == records
+            before = a.rows_in_memory
+            assert a.get_many("t1", mine, scope=f) == records
+            served += a.rows_in_memory - before
+        assert served == len(recs)
+
+    for u in users:  # every partition held before the race, so writes patch it in place
+        a.nearest(F(user_id=u), unit(0), 5)
+    threads = [threading.Thread(target=writer, args=(a, 1)),
+               threading.Thread(target=writer, args=(a, 2)),
+               threading.Thread(target=flusher, args=(a, 3)),
+               threading.Thread(target=flusher, args=(a, 4)),
+               threading.Thread(target=reader, args=(5,)),
+               threading.Thread(target=reader, args=(6,))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    settled()
+    flusher(b, 7)  # another process's flushes: rank fields read again, rows dropped
+    assert errors == []
+    settled()
+    writer(b, 8)  # and its writes: partitions reloaded
+    settled()
+    for s in (a, b):
+        s.close()
+
+
 def test_rows_held_for_searches_are_bounded(db: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sqlite_mod, "ROW_CACHE_ROWS", 3)
