@@ -1059,10 +1059,11 @@ class SQLiteStore:
             conn.execute("BEGIN")
         try:
             idfs = self._kw_stats.idf(filters.tenant_id, words)
-            held = self._keyword_in_memory(conn, filters, words, idfs) if user_scope else None
-            if held is not None and not filters.needs_row_filter():
-                held.sort(key=lambda h: (-h[1], h[0]))
-                return [(mid, score) for _, score, mid in held[:k]]
+            top = None if filters.needs_row_filter() else k
+            held = (self._keyword_in_memory(conn, filters, words, idfs, top) if user_scope
+                    else None)
+            if held is not None and top is not None:
+                return [(mid, score) for _, score, mid in held]
             scores = ({rowid: score for rowid, score, _ in held} if held is not None
                       else self._keyword_fts5(conn, words, idfs, column, weights, prefix))
             return self._keyword_top(conn, filters, scores, k)
@@ -1098,12 +1099,14 @@ class SQLiteStore:
         return scores
 
     def _keyword_in_memory(self, conn: sqlite3.Connection, filters: Filters,
-                           words: builtins.list[str], idfs: dict[str, float | None]
+                           words: builtins.list[str], idfs: dict[str, float | None],
+                           k: int | None = None
                            ) -> builtins.list[tuple[int, float, str]] | None:
         """(rowid, score, memory id) of the user's rows that match and pass the filters a
-        partition holds, from the postings held in memory; or None where FTS5 must answer:
-        the user is searched for the first time (or not cached), a write section of this
-        thread has changed the user, or the tokenizer splits a query word."""
+        partition holds, from the postings held in memory (with `k`, only the k best, best
+        first); or None where FTS5 must answer: the user is searched for the first time (or
+        not cached), a write section of this thread has changed the user, or the tokenizer
+        splits a query word."""
         key = (filters.tenant_id, filters.user_id or "")
         if key in getattr(self._local, "touched", {}):
             return None
@@ -1121,9 +1124,20 @@ class SQLiteStore:
             raw = scope.scores([t.term or "" for t in terms], [idfs[w] for w in words],
                                table_rows, avgdl)
             rows = scope.rows
-            return [(rowid, x, row.memory_id) for rowid, x in raw.items()
-                    if held.admits((row := rows[rowid]).expires, row.active, row.agent_id,
-                                   row.session_id, row.namespace)]
+            if k is None:
+                return [(rowid, x, row.memory_id) for rowid, x in raw.items()
+                        if held.admits((row := rows[rowid]).expires, row.active,
+                                       row.agent_id, row.session_id, row.namespace)]
+            # best first, admitted until k pass: a large user matches hundreds of rows
+            out: builtins.list[tuple[int, float, str]] = []
+            for rowid in sorted(raw, key=lambda r: (-raw[r], r)):
+                row = rows[rowid]
+                if held.admits(row.expires, row.active, row.agent_id, row.session_id,
+                               row.namespace):
+                    out.append((rowid, raw[rowid], row.memory_id))
+                    if len(out) == k:
+                        break
+            return out
 
     def _kw_scope(self, conn: sqlite3.Connection, key: tuple[str, str]) -> ScopeKeywords | None:
         """The user's postings held at the version `conn` sees, or None. A user searched
