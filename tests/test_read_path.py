@@ -69,6 +69,14 @@ def test_importance_breaks_ties(engram: Engram) -> None:
     assert hits[0].score - hits[1].score == pytest.approx(0.1, abs=1e-6)
 
 
+def test_equal_scores_come_in_id_order(engram: Engram) -> None:
+    # the same text for three users, at one frozen time: the very same score
+    ids_ = [engram.add("User likes green tea", user_id=u).id for u in ("c", "a", "b")]
+    hits = engram.search("green tea", limit=3)
+    assert len({h.score for h in hits}) == 1
+    assert [h.memory.id for h in hits] == sorted(ids_)
+
+
 def test_users_never_see_each_other(stocked: Engram) -> None:
     hits = stocked.search("car", user_id="u2", limit=10)
     assert {h.memory.user_id for h in hits} == {"u2"}

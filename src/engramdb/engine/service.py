@@ -10,6 +10,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -812,24 +813,25 @@ class MemoryService:
             rec = fields.get(mid)
             if rec is None:
                 continue  # deleted between the index and the row read
-            last = rec.last_accessed
-            rel = relevance_at(rec.relevance, rec.decay_rate, rec.pinned,
-                               rec.created if last is None else last, now)
+            importance, relevance, decay, pinned, created, last, _ = rec
+            rel = relevance_at(relevance, decay, pinned, created if last is None else last, now)
             # The best variant (the first of equals); its explain is built only if returned.
             score = -1.0
             why: _Why = (0.0, 0.0, 0.0, 0.0, None)
             for sims, kw in variants_retrieved:
                 sem, key = sims.get(mid, 0.0), kw.get(mid, 0.0)
-                s = weighted(w, sem, key, rec.importance, rel)
+                s = weighted(w, sem, key, importance, rel)
                 if s > score:
-                    score, why = s, (sem, key, rec.importance, rel, None)
+                    score, why = s, (sem, key, importance, rel, None)
             if windows:
-                match = time_match(datetime.fromtimestamp(rec.created, tz=UTC), windows)
+                match = time_match(datetime.fromtimestamp(created, tz=UTC), windows)
                 score = timed(score, st.weight_time, match)
                 why = (*why[:4], match)
             if score >= q.min_score:
                 scored.append((score, mid, why))
-        scored.sort(key=lambda t: (-t[0], t[1]))
+        # best first, equals by id: `candidates` is sorted by id, and a reverse sort keeps
+        # equals in their order (one key, not a tuple a candidate: a third of this loop)
+        scored.sort(key=itemgetter(0), reverse=True)
         return f, fields, scored
 
     def _explain(self, why: _Why) -> dict[str, float]:
