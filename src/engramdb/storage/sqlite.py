@@ -869,46 +869,60 @@ class SQLiteStore:
             yield from conn.execute(f"{select} WHERE m.tenant_id = ? AND m.id IN ({marks})",
                                     (tenant_id, *chunk))
 
-    def get_many(self, tenant_id: str, memory_ids: Sequence[str],
-                 scope: Filters | None = None) -> dict[str, MemoryRecord]:
-        """Rows of the scope's partition held at the database's versions are not read
-        again; rows read are held there if it is still at the versions seen before."""
+    def _current(self, tenant_id: str, scope: Filters | None
+                 ) -> tuple[tuple[str, str], Partition, tuple[int, int]] | None:
+        """The cached partition a search's reads may answer from: the one partition of
+        `scope`, in this tenant, outside a write section, at the database's versions (its
+        rank fields read again first when only another process's access flush is newer).
+        With the key and the versions the partition held when checked; else None."""
         key = None if scope is None else _scope_key(scope)
         in_section = bool(getattr(self._local, "depth", 0))
         if key is None or key[0] != tenant_id or in_section:
-            return {row[_ID]: _record(row)
-                    for row in self._rows_by_id(_SELECT, tenant_id, memory_ids)}
+            return None
         conn = self._conn()
         versions = _versions(conn, key)
-        rows: dict[str, tuple[Any, ...]] = {}
-        part = None
-        if versions is not None:
+        if versions is None:
+            return None
+        for attempt in range(2):
             with self._cache_lock:
                 part = self._cache.get(key)
-                if (part is None or part.version != versions[0]
-                        or part.access_version < versions[1]):
-                    part = None
-                else:
-                    for mid in memory_ids:
-                        row = part.rows.get(mid)
-                        if row is not None:
-                            rows[mid] = row
-                            self._row_lru.move_to_end((key, mid))
+                if part is None or part.version != versions[0]:
+                    return None
+                if part.access_version >= versions[1]:
+                    return key, part, (part.version, part.access_version)
+            if attempt == 0:
+                self._reload_rank(conn, key)
+        return None
+
+    def get_many(self, tenant_id: str, memory_ids: Sequence[str],
+                 scope: Filters | None = None) -> dict[str, MemoryRecord]:
+        """Rows of the scope's current partition (`_current`) held there are not read
+        again; rows read are held there if it is still at the versions seen before."""
+        rows: dict[str, tuple[Any, ...]] = {}
+        current = self._current(tenant_id, scope)
+        if current is not None:
+            key, part, _ = current
+            with self._cache_lock:
+                for mid in memory_ids:
+                    row = part.rows.get(mid)
+                    if row is not None:
+                        rows[mid] = row
+                        self._row_lru.move_to_end((key, mid))
             self.rows_in_memory += len(rows)
         missing = [mid for mid in memory_ids if mid not in rows]
         if missing:
             read = builtins.list(self._rows_by_id(_SELECT, tenant_id, missing))
             for row in read:
                 rows[row[_ID]] = row
-            if part is not None and versions is not None:
-                self._hold_rows(key, part, versions, read)
+            if current is not None:
+                self._hold_rows(*current, read)
         return {mid: _record(row) for mid, row in rows.items()}
 
     def _hold_rows(self, key: tuple[str, str], part: Partition, versions: tuple[int, int],
                    read: builtins.list[tuple[Any, ...]]) -> None:
-        """Hold rows read after `versions` was read, if the partition is still at exactly
-        those versions (a change applied meanwhile may be older than the rows' read, and
-        would then leave them stale)."""
+        """Hold rows read after the partition was seen at `versions`, if it is still at
+        exactly those versions (a change applied meanwhile may be older than the rows'
+        read, and would then leave them stale)."""
         with self._cache_lock:
             if (self._cache.get(key) is not part or part.version != versions[0]
                     or part.access_version != versions[1]):
@@ -928,14 +942,15 @@ class SQLiteStore:
 
     def rank_fields(self, tenant_id: str, memory_ids: Sequence[str],
                     scope: Filters | None = None) -> dict[str, RankFields]:
-        """From the scope's partition when it is held at the database's versions (a search
-        has just loaded it): 0.18 ms for a typical search's ~50 candidates, where reading
-        their rows took 0.69 ms (both after the model, with cold caches). The rest from
-        the rows."""
+        """From the scope's current partition (`_current`): 0.18 ms for a typical search's
+        ~50 candidates, where reading their rows took 0.69 ms (both after the model, with
+        cold caches). The rest from the rows."""
         out: dict[str, RankFields] = {}
-        key = None if scope is None else _scope_key(scope)
-        if key is not None and key[0] == tenant_id and not getattr(self._local, "depth", 0):
-            for mid, rank, session in self._held_rank(key, memory_ids):
+        current = self._current(tenant_id, scope)
+        if current is not None:
+            with self._cache_lock:
+                held = current[1].rank_rows(memory_ids)
+            for mid, rank, session in held:
                 out[mid] = RankFields(*rank, session)
             self.rank_in_memory += len(out)
             if len(out) == len(memory_ids):
@@ -946,30 +961,6 @@ class SQLiteStore:
                 tenant_id, memory_ids):
             out[mid] = RankFields(*_rank_of(rank), session)
         return out
-
-    def _held_rank(self, key: tuple[str, str], memory_ids: Sequence[str]
-                   ) -> builtins.list[tuple[str, RankRow, str | None]]:
-        """The rank fields the cached partition of `key` holds for the given memories, if
-        it is at the database's versions (its rank fields reloaded if only an access flush
-        of another process changed them); else nothing."""
-        conn = self._conn()
-        versions = _versions(conn, key)
-        if versions is None:
-            return []
-        with self._cache_lock:
-            part = self._cache.get(key)
-            if part is None or part.version != versions[0]:
-                return []
-            fresh = part.access_version >= versions[1]
-            if fresh:
-                return part.rank_rows(memory_ids)
-        self._reload_rank(conn, key)
-        with self._cache_lock:
-            part = self._cache.get(key)
-            if (part is None or part.version != versions[0]
-                    or part.access_version < versions[1]):
-                return []
-            return part.rank_rows(memory_ids)
 
     def _reload_rank(self, conn: sqlite3.Connection, key: tuple[str, str]) -> None:
         """Read the rank fields of a scope's rows from one snapshot into its cached
