@@ -1481,10 +1481,10 @@ class SQLiteStore:
             )
             # Rank fields changed: bump the access versions of the users concerned, and
             # patch this process's partitions once the transaction commits.
-            user_keys: set[str] = set()
-            for row in self._rows_by_id("SELECT DISTINCT m.user_key FROM memories m",
-                                        tenant_id, [u.id for u in updates]):
-                user_keys.add(row[0])
+            # (Not SELECT DISTINCT: that makes SQLite walk the tenant's whole user index
+            # instead of looking each id up, ~300 ms at 100k memories.)
+            user_keys = {row[0] for row in self._rows_by_id(
+                "SELECT m.user_key FROM memories m", tenant_id, [u.id for u in updates])}
             accessed: dict[tuple[str, str], tuple[int, int]] = self._local.accessed
             for user_key in sorted(user_keys):
                 key = (tenant_id, user_key)
