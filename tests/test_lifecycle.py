@@ -62,6 +62,26 @@ def test_access_refreshes_and_is_batched(engram: Engram, clock: FrozenClock) -> 
     assert engram.service.access.flush() == 0  # nothing left pending
 
 
+def test_a_second_flush_decays_from_the_last_access(engram: Engram,
+                                                   clock: FrozenClock) -> None:
+    rec = engram.add("User's bike is a green road bike", memory_type="fact").memory
+    half = lifecycle.half_life_days(MemoryType.FACT, Tier.SHORT)
+    clock.advance(days=2 * half)
+    engram.get(rec.id)
+    engram.flush()
+    first = lifecycle.refreshed(0.125, 1)  # two half-lives since creation, then one read
+    stored = engram.service.store.get("default", rec.id)
+    assert stored is not None and stored.relevance == pytest.approx(first)
+    clock.advance(days=half)
+    engram.get(rec.id)
+    engram.flush()
+    # one half-life since that read, not three since creation
+    stored = engram.service.store.get("default", rec.id)
+    assert stored is not None
+    assert stored.relevance == pytest.approx(lifecycle.refreshed(first / 2, 1))
+    assert stored.access_count == 2
+
+
 def test_min_relevance_filters(engram: Engram, clock: FrozenClock) -> None:
     old = engram.add("Observation from long ago", memory_type="observation").id
     clock.advance(days=3)

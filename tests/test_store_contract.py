@@ -287,6 +287,31 @@ def test_rank_fields_match_the_records(store: Store, mk: Maker) -> None:
     assert f.last_accessed == later.timestamp() and f.relevance == 0.95
 
 
+def test_access_fields_match_the_records(store: Store, mk: Maker) -> None:
+    a = mk.add(memory_type=MemoryType.DECISION, tier=Tier.MEDIUM, access_count=4,
+               importance=0.8, relevance=0.6, decay_rate=0.03, pinned=True,
+               last_accessed_at=T0 + timedelta(hours=2, microseconds=125))
+    b = mk.add(user_id="u2", last_accessed_at=None, status=Status.SUPERSEDED,
+               superseded_by=a.id)
+    other = mk.add(tenant_id="t2")
+    got = store.access_fields("t1", [a.id, b.id, "missing", a.id, other.id])
+    assert set(got) == {a.id, b.id}
+    for rec in (a, b):
+        assert got[rec.id] == (
+            rec.memory_type, rec.tier, rec.access_count, rec.importance, rec.relevance,
+            rec.decay_rate, rec.pinned, rec.created_at.timestamp(),
+            None if rec.last_accessed_at is None else rec.last_accessed_at.timestamp())
+    assert got[a.id].tier is Tier.MEDIUM and got[a.id].memory_type is MemoryType.DECISION
+    assert got[a.id].pinned is True and got[b.id].last_accessed is None
+    assert store.access_fields("t1", []) == {}
+    # what a flush writes is what the next flush reads
+    later = T0 + timedelta(days=1)
+    store.apply_access("t1", [AccessUpdate(a.id, 2, later, 0.9, 0.01, Tier.LONG)])
+    f = store.access_fields("t1", [a.id])[a.id]
+    assert (f.access_count, f.last_accessed, f.relevance, f.decay_rate, f.tier) == (
+        6, later.timestamp(), 0.9, 0.01, Tier.LONG)
+
+
 def test_get_returns_rows_whatever_status_or_expiry(store: Store, mk: Maker) -> None:
     old = mk.add(expires_at=T0)
     sup = mk.add(status=Status.SUPERSEDED, superseded_by=old.id)

@@ -67,14 +67,16 @@ class AccessTracker:
                 by_tenant.setdefault(tenant, {})[mid] = (count, at)
             done = 0
             for tenant, reads in by_tenant.items():
-                records = self.store.get_many(tenant, list(reads))
+                fields = self.store.access_fields(tenant, list(reads))
                 updates: list[AccessUpdate] = []
                 events: list[HistoryEvent] = []
                 for mid, (count, at) in reads.items():
-                    rec = records.get(mid)
+                    rec = fields.get(mid)
                     if rec is None:
                         continue
-                    now_rel = lifecycle.current_relevance(rec, at)
+                    since = rec.created if rec.last_accessed is None else rec.last_accessed
+                    now_rel = lifecycle.relevance_at(rec.relevance, rec.decay_rate, rec.pinned,
+                                                     since, at.timestamp())
                     tier = lifecycle.promoted_tier(rec.tier, rec.access_count + count,
                                                    rec.importance)
                     updates.append(AccessUpdate(

@@ -80,7 +80,7 @@ from ..models import (
     TenantStatus,
     Tier,
 )
-from .base import MEMORY_COLUMNS, Filters, RankFields, StoredMemory, Vector
+from .base import MEMORY_COLUMNS, AccessFields, Filters, RankFields, StoredMemory, Vector
 from .keyword_stats import TenantWordStats
 from .migrations import Migrations
 from .text import fold, keyword_terms
@@ -763,6 +763,18 @@ class PostgresStore:
                                   created.timestamp(),
                                   None if accessed is None else accessed.timestamp(), session)
         return out
+
+    def access_fields(self, tenant_id: str,
+                      memory_ids: Sequence[str]) -> dict[str, AccessFields]:
+        return {
+            mid: AccessFields(MemoryType(mtype), Tier(tier), count, importance, relevance,
+                              decay, bool(pinned), created.timestamp(),
+                              None if accessed is None else accessed.timestamp())
+            for mid, mtype, tier, count, importance, relevance, decay, pinned, created, accessed
+            in self._rows_by_id(
+                "SELECT m.id, m.memory_type, m.tier, m.access_count, m.importance, "
+                "m.relevance, m.decay_rate, m.pinned, m.created_at, m.last_accessed_at "
+                "FROM memories m", tenant_id, memory_ids)}
 
     def get_vector(self, tenant_id: str, memory_id: str) -> Vector | None:
         with self._conn() as conn:

@@ -46,7 +46,7 @@ from ..models import (
     TenantStatus,
     Tier,
 )
-from .base import MEMORY_COLUMNS, Filters, RankFields, StoredMemory, Vector
+from .base import MEMORY_COLUMNS, AccessFields, Filters, RankFields, StoredMemory, Vector
 from .keyword_index import TOKENIZE, IndexTerms, ScopeKeywords, kw_averages, words_of
 from .keyword_stats import TenantWordStats
 from .migrations import Migrations
@@ -961,6 +961,13 @@ class SQLiteStore:
                 tenant_id, memory_ids):
             out[mid] = RankFields(*_rank_of(rank), session)
         return out
+
+    def access_fields(self, tenant_id: str,
+                      memory_ids: Sequence[str]) -> dict[str, AccessFields]:
+        return {mid: AccessFields(MemoryType(mtype), Tier(tier), count, *_rank_of(rank))
+                for mid, mtype, tier, count, *rank in self._rows_by_id(
+                    f"SELECT m.id, m.memory_type, m.tier, m.access_count, {_RANK_SELECT} "
+                    "FROM memories m", tenant_id, memory_ids)}
 
     def _reload_rank(self, conn: sqlite3.Connection, key: tuple[str, str]) -> None:
         """Read the rank fields of a scope's rows from one snapshot into its cached
