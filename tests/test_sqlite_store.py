@@ -793,6 +793,52 @@ def test_keyword_postings_in_memory_score_as_fts5(db: Path) -> None:
     s.close()
 
 
+def test_a_large_user_has_its_postings_built_after_its_first_search(
+        db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user whose first search matches many postings is not left to FTS5 until a second
+    search; a small user is (one search alone builds nothing)."""
+    monkeypatch.setattr(sqlite_mod, "KW_BUILD_AT_MATCHES", 5)
+    s = open_store(db)
+    for i in range(12):
+        r = record(content=f"coffee note {i}", user_id="big" if i < 8 else "small")
+        s.insert(r, unit(i + 1), event(r))
+    first = {u: s.keyword_search(F(user_id=u), "coffee", 3) for u in ("big", "small")}
+    s.settle_keyword_postings()
+    before = s.kw_in_memory
+    same_hits(s.keyword_search(F(user_id="big"), "coffee", 3), first["big"])
+    assert s.kw_in_memory == before + 1  # 8 matches: built after the first search
+    same_hits(s.keyword_search(F(user_id="small"), "coffee", 3), first["small"])
+    assert s.kw_in_memory == before + 1  # 4 matches: its second search asks for them
+    s.settle_keyword_postings()
+    s.keyword_search(F(user_id="small"), "coffee", 3)
+    assert s.kw_in_memory == before + 2
+    s.close()
+
+
+def test_a_user_too_large_for_the_postings_budget_is_built_once(
+        db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_mod, "KW_CACHE_POSTINGS", 5)
+    s = open_store(db)
+    for i in range(4):
+        r = record(content=f"coffee beans {i}", user_id="big")
+        s.insert(r, unit(i + 1), event(r))
+    builds = 0
+    build = s._kw_build
+
+    def counted(key: tuple[str, str]) -> None:
+        nonlocal builds
+        builds += 1
+        build(key)
+
+    monkeypatch.setattr(s, "_kw_build", counted)
+    want = fts5_only(s, F(user_id="big"), "coffee", 3)
+    for _ in range(5):
+        same_hits(s.keyword_search(F(user_id="big"), "coffee", 3), want)
+        s.settle_keyword_postings()
+    assert builds == 1 and s.kw_in_memory == 0
+    s.close()
+
+
 def test_a_word_the_tokenizer_splits_is_left_to_fts5(db: Path) -> None:
     s = open_store(db)
     r = record(content="ab\u19b0cd apricot", user_id="u1")

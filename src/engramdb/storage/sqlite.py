@@ -267,6 +267,11 @@ KW_MERGE_PAGES = 1000
 KW_CACHE_POSTINGS = 500_000
 #: Users remembered as searched once (a second search caches their postings).
 KW_SEEN_SCOPES = 10_000
+#: A user whose first search matches this many postings through FTS5 has its postings built
+#: at once, without waiting for a second search: FTS5 costs such a user milliseconds a
+#: search (1,800 memories: ~400 matches a query, 10-40 ms beside the model), the build
+#: ~0.2 s once.
+KW_BUILD_AT_MATCHES = 200
 # The whole rows of search hits are held next to their user's partition, up to ROW_CACHE_ROWS
 # over all users (the least recently returned dropped first; ~1-2 KB each): reading ten
 # rows back after the model had evicted the caches took ~0.3 ms of a search.
@@ -416,6 +421,9 @@ class SQLiteStore:
         self._kw_scopes: OrderedDict[tuple[str, str], ScopeKeywords] = OrderedDict()
         self._kw_seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._kw_building: set[tuple[str, str]] = set()
+        # Users found larger than the whole postings budget: FTS5 answers for them, and
+        # they are not built again on every search (a 50k-memory user's build takes seconds).
+        self._kw_oversized: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._kw_builder = ThreadPoolExecutor(max_workers=1,
                                               thread_name_prefix="engram-kw-postings")
         self._kw_segments = 0  # write transactions that changed the keyword index since
@@ -1062,8 +1070,16 @@ class SQLiteStore:
                     else None)
             if held is not None and top is not None:
                 return [(mid, score) for _, score, mid in held]
-            scores = ({rowid: score for rowid, score, _ in held} if held is not None
-                      else self._keyword_fts5(conn, words, idfs, column, weights, prefix))
+            if held is not None:
+                scores = {rowid: score for rowid, score, _ in held}
+            else:
+                scores = self._keyword_fts5(conn, words, idfs, column, weights, prefix)
+                if user_scope and len(scores) >= KW_BUILD_AT_MATCHES:
+                    key = (filters.tenant_id, filters.user_id or "")
+                    with self._cache_lock:
+                        held_at_all = key in self._kw_scopes
+                    if not held_at_all:  # a large user, searched for the first time
+                        self._kw_request(key)
             return self._keyword_top(conn, filters, scores, k)
         finally:
             if own:
@@ -1153,15 +1169,21 @@ class SQLiteStore:
                 if len(self._kw_seen) > KW_SEEN_SCOPES:
                     self._kw_seen.popitem(last=False)
                 return None
-            if key in self._kw_building or self._closed:
-                return None
+        self._kw_request(key)
+        return None
+
+    def _kw_request(self, key: tuple[str, str]) -> None:
+        """Have the user's postings built in the background, unless they are being built or
+        were found too large for the budget (such a user stays with FTS5 in this process)."""
+        with self._cache_lock:
+            if key in self._kw_building or key in self._kw_oversized or self._closed:
+                return
             self._kw_building.add(key)
         try:
             self._kw_builder.submit(self._kw_build, key)
         except RuntimeError:  # closing
             with self._cache_lock:
                 self._kw_building.discard(key)
-        return None
 
     def _kw_build(self, key: tuple[str, str]) -> None:
         """Build a user's postings from one snapshot of its rows and hold them (on the
@@ -1184,8 +1206,12 @@ class SQLiteStore:
             for rowid, mid, content, agent, session, ns, status, expires in rows:
                 scope.put(rowid, mid, terms.of(words_of(content)), agent, session, ns,
                           status == "active", expires)
-            if scope.size > KW_CACHE_POSTINGS:
-                return  # larger than the whole budget: FTS5 answers for this user
+            if scope.size > KW_CACHE_POSTINGS:  # larger than the whole budget
+                with self._cache_lock:
+                    self._kw_oversized[key] = None
+                    if len(self._kw_oversized) > KW_SEEN_SCOPES:
+                        self._kw_oversized.popitem(last=False)
+                return
             with self._cache_lock:
                 cached = self._kw_scopes.get(key)
                 if cached is None or cached.version < version:
