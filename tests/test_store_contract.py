@@ -296,20 +296,19 @@ def test_access_fields_match_the_records(store: Store, mk: Maker) -> None:
     other = mk.add(tenant_id="t2")
     got = store.access_fields("t1", [a.id, b.id, "missing", a.id, other.id])
     assert set(got) == {a.id, b.id}
+    rank = store.rank_fields("t1", [a.id, b.id])
     for rec in (a, b):
-        assert got[rec.id] == (
-            rec.memory_type, rec.tier, rec.access_count, rec.importance, rec.relevance,
-            rec.decay_rate, rec.pinned, rec.created_at.timestamp(),
-            None if rec.last_accessed_at is None else rec.last_accessed_at.timestamp())
+        assert got[rec.id] == (rec.memory_type, rec.tier, rec.access_count, rank[rec.id])
     assert got[a.id].tier is Tier.MEDIUM and got[a.id].memory_type is MemoryType.DECISION
-    assert got[a.id].pinned is True and got[b.id].last_accessed is None
+    assert got[a.id].rank.pinned is True and got[b.id].rank.last_accessed is None
+    assert got[a.id].rank.last_accessed == a.last_accessed_at.timestamp()  # type: ignore[union-attr]
     assert store.access_fields("t1", []) == {}
     # what a flush writes is what the next flush reads
     later = T0 + timedelta(days=1)
     store.apply_access("t1", [AccessUpdate(a.id, 2, later, 0.9, 0.01, Tier.LONG)])
     f = store.access_fields("t1", [a.id])[a.id]
-    assert (f.access_count, f.last_accessed, f.relevance, f.decay_rate, f.tier) == (
-        6, later.timestamp(), 0.9, 0.01, Tier.LONG)
+    assert (f.access_count, f.rank.last_accessed, f.rank.relevance, f.rank.decay_rate,
+            f.tier) == (6, later.timestamp(), 0.9, 0.01, Tier.LONG)
 
 
 def test_get_returns_rows_whatever_status_or_expiry(store: Store, mk: Maker) -> None:

@@ -74,11 +74,12 @@ class AccessTracker:
                     rec = fields.get(mid)
                     if rec is None:
                         continue
-                    since = rec.created if rec.last_accessed is None else rec.last_accessed
-                    now_rel = lifecycle.relevance_at(rec.relevance, rec.decay_rate, rec.pinned,
+                    r = rec.rank
+                    since = r.created if r.last_accessed is None else r.last_accessed
+                    now_rel = lifecycle.relevance_at(r.relevance, r.decay_rate, r.pinned,
                                                      since, at.timestamp())
                     tier = lifecycle.promoted_tier(rec.tier, rec.access_count + count,
-                                                   rec.importance)
+                                                   r.importance)
                     updates.append(AccessUpdate(
                         id=mid, count=count, last_accessed_at=at,
                         relevance=lifecycle.refreshed(now_rel, count),

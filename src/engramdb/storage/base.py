@@ -48,20 +48,15 @@ class RankFields(NamedTuple):
 
 
 class AccessFields(NamedTuple):
-    """What an access flush needs of a memory (engine/access.py): its decay inputs, as
-    RankFields carries them, and what tier promotion reads. A narrow read: building the
-    whole records of a flush's few hundred memories held the GIL for ~10 ms a second
-    under a search load."""
+    """What an access flush needs of a memory (engine/access.py): what tier promotion
+    reads, and the decay inputs as ranking reads them. A narrow read: building the whole
+    records of a flush's few hundred memories held the GIL for ~10 ms a second under a
+    search load."""
 
     memory_type: MemoryType
     tier: Tier
     access_count: int
-    importance: float
-    relevance: float
-    decay_rate: float
-    pinned: bool
-    created: float
-    last_accessed: float | None
+    rank: RankFields
 
 
 #: The columns of a memory row, in the order both adapters read and write them (user_key and

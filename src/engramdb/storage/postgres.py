@@ -766,15 +766,12 @@ class PostgresStore:
 
     def access_fields(self, tenant_id: str,
                       memory_ids: Sequence[str]) -> dict[str, AccessFields]:
-        return {
-            mid: AccessFields(MemoryType(mtype), Tier(tier), count, importance, relevance,
-                              decay, bool(pinned), created.timestamp(),
-                              None if accessed is None else accessed.timestamp())
-            for mid, mtype, tier, count, importance, relevance, decay, pinned, created, accessed
-            in self._rows_by_id(
-                "SELECT m.id, m.memory_type, m.tier, m.access_count, m.importance, "
-                "m.relevance, m.decay_rate, m.pinned, m.created_at, m.last_accessed_at "
-                "FROM memories m", tenant_id, memory_ids)}
+        types = {mid: (MemoryType(mtype), Tier(tier), count) for mid, mtype, tier, count in
+                 self._rows_by_id("SELECT m.id, m.memory_type, m.tier, m.access_count "
+                                  "FROM memories m", tenant_id, memory_ids)}
+        return {mid: AccessFields(*types[mid], rank)
+                for mid, rank in self.rank_fields(tenant_id, list(types)).items()
+                if mid in types}
 
     def get_vector(self, tenant_id: str, memory_id: str) -> Vector | None:
         with self._conn() as conn:

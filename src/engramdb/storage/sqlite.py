@@ -972,10 +972,11 @@ class SQLiteStore:
 
     def access_fields(self, tenant_id: str,
                       memory_ids: Sequence[str]) -> dict[str, AccessFields]:
-        return {mid: AccessFields(MemoryType(mtype), Tier(tier), count, *_rank_of(rank))
-                for mid, mtype, tier, count, *rank in self._rows_by_id(
-                    f"SELECT m.id, m.memory_type, m.tier, m.access_count, {_RANK_SELECT} "
-                    "FROM memories m", tenant_id, memory_ids)}
+        return {mid: AccessFields(MemoryType(mtype), Tier(tier), count,
+                                  RankFields(*_rank_of(rank), session))
+                for mid, mtype, tier, count, session, *rank in self._rows_by_id(
+                    "SELECT m.id, m.memory_type, m.tier, m.access_count, m.session_id, "
+                    f"{_RANK_SELECT} FROM memories m", tenant_id, memory_ids)}
 
     def _reload_rank(self, conn: sqlite3.Connection, key: tuple[str, str]) -> None:
         """Read the rank fields of a scope's rows from one snapshot into its cached
