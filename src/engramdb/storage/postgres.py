@@ -769,9 +769,9 @@ class PostgresStore:
         types = {mid: (MemoryType(mtype), Tier(tier), count) for mid, mtype, tier, count in
                  self._rows_by_id("SELECT m.id, m.memory_type, m.tier, m.access_count "
                                   "FROM memories m", tenant_id, memory_ids)}
+        # (a row deleted between the two reads is left out, as a missing id)
         return {mid: AccessFields(*types[mid], rank)
-                for mid, rank in self.rank_fields(tenant_id, list(types)).items()
-                if mid in types}
+                for mid, rank in self.rank_fields(tenant_id, list(types)).items()}
 
     def get_vector(self, tenant_id: str, memory_id: str) -> Vector | None:
         with self._conn() as conn:
