@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engramdb.embeddings import (
     Embedder,
@@ -40,6 +42,8 @@ from engramdb.embeddings.onnx_minilm import (
     SAFETENSORS_SHA256,
     ExactModelUnavailableError,
     _default_model_path,
+    _mean_pool_normalise,
+    _mean_pool_normalise_unpadded,
     find_safetensors,
 )
 from engramdb.settings import Settings, default_embed_threads
@@ -774,3 +778,23 @@ def test_batcher_sorts_a_large_request_and_keeps_the_order(embedder: MiniLMEmbed
         assert np.allclose(got.vectors, want.vectors, atol=1e-5)
     finally:
         batcher.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(batch=st.integers(1, 4), width=st.integers(1, 40), seed=st.integers(0, 2**32 - 1),
+       scale=st.sampled_from([1e-30, 1e-3, 1.0, 1e3]))
+def test_unpadded_pooling_is_the_masked_pooling_bit_for_bit(batch: int, width: int,
+                                                             seed: int, scale: float) -> None:
+    hidden = (np.random.default_rng(seed).standard_normal((batch, width, 384)) * scale
+              ).astype(np.float32)
+    mask = np.ones((batch, width), dtype=np.int32)
+    want = _mean_pool_normalise(hidden, mask)
+    got = _mean_pool_normalise_unpadded(hidden.copy())
+    assert got.dtype == np.float32 and got.shape == (batch, 384)
+    assert np.array_equal(got, want)
+
+
+def test_unpadded_pooling_of_zeros_stays_finite() -> None:
+    got = _mean_pool_normalise_unpadded(np.zeros((1, 3, 384), dtype=np.float32))
+    assert np.array_equal(got, _mean_pool_normalise(np.zeros((1, 3, 384), np.float32),
+                                                    np.ones((1, 3), np.int32)))
