@@ -19,6 +19,7 @@ from retrieval.metrics import dcg, ndcg_any, percentile, question_metrics, recal
 
 from engramdb import Engram, FrozenClock, Settings
 from engramdb.embeddings import Embedder
+from engramdb.engine import query as query_mod
 from engramdb.engine.query import (
     TimeWindow,
     sub_queries,
@@ -318,3 +319,47 @@ def test_a_coordinated_question_finds_both_sessions(clocked: tuple[Engram, Froze
         limit=2)
     assert {s.session_id for s in sessions} == {"kettle", "mixer"}
     assert all(s.score == s.hits[0].score for s in sessions)
+
+
+# Pieces of every time expression time_windows reads, mixed with words that are not, and
+# with words that only begin like a month or a weekday ("marathon", "sunlight").
+_TIME_BITS = [
+    "ago", "a", "two", "12", "a couple of", "several", "days", "week", "months", "year",
+    "in the past", "over the last", "during the past", "last", "this", "past", "previous",
+    "weekend", "this past", "on", "Monday", "sunday", "yesterday", "the day before",
+    "today", "before today", "this morning", "this afternoon", "recently", "lately",
+    "March", "march 3rd", "Sept.", "dec", "May", "may", "in early", "between", "and", "or",
+    "2023", "of 2019", "Valentine's Day", "valentines day", "Christmas", "New Year\u2019s Eve",
+    "st. patrick's day", "4th of July", "halloween", "boxing day", "cinco de mayo",
+    "marathon", "sunlight", "decide", "junk", "augment", "the", "user", "coffee", "at",
+    "3 pm", "10:30", ",", "?", "'s",
+    # whole expressions, one of each pattern
+    "two days ago", "a couple of weeks ago", "in the past 3 months", "over the last year",
+    "last weekend", "this month", "last Friday", "on Monday", "the day before yesterday",
+    "march 3rd", "Dec 25", "May 2023", "in early March and April", "during June",
+    "valentine's day", "Christmas Eve",
+]
+
+
+@given(st.lists(st.sampled_from(_TIME_BITS), max_size=12),
+       st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)))
+def test_the_anchor_check_never_hides_a_time_expression(bits: list[str],
+                                                        now: datetime) -> None:
+    text = " ".join(bits)
+    low = text.lower().replace("\u2019", "'")
+    assert time_windows(text, now) == query_mod._scan(low, now)
+
+
+def test_the_anchor_check_never_hides_a_time_expression_of_one_or_two_pieces() -> None:
+    now = datetime(2026, 3, 1, 9, 30)
+    for a in _TIME_BITS:
+        for b in ["", *_TIME_BITS]:
+            text = f"{a} {b}".strip()
+            low = text.lower().replace("\u2019", "'")
+            assert time_windows(text, now) == query_mod._scan(low, now), text
+
+
+def test_the_anchor_check_skips_queries_without_time_words() -> None:
+    assert query_mod._ANCHOR.search("what does the user like to drink late at night?") is None
+    assert query_mod._ANCHOR.search("what did we cook a week ago") is not None
+    assert time_windows("what did we cook a week ago", datetime(2026, 5, 10))

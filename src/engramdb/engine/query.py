@@ -74,6 +74,18 @@ _HOLIDAY = re.compile(r"\b(" + "|".join(sorted((re.escape(h) for h in _HOLIDAYS)
                                                reverse=True)) + r")")
 
 
+# A word every expression above begins with or holds: a query without one has no window,
+# and is not run through the dozen patterns (~50 of ~60 µs after the model, measured; 78 %
+# of the bench's queries). Built from the same vocabularies, so it cannot fall behind them;
+# tests/test_retrieval.py checks it against the full scan.
+_ANCHOR = re.compile(
+    r"\b(?:ago|past|last|this|previous|yesterday|today|recently|lately|"
+    + "|".join(sorted(_WEEKDAYS)) + "|"
+    + "|".join(sorted(_MONTHS, key=len, reverse=True)) + "|"
+    + "|".join(sorted((re.escape(h) for h in _HOLIDAYS), key=len, reverse=True))
+    + ")")
+
+
 @dataclass(frozen=True, slots=True)
 class TimeWindow:
     """A period a query refers to: [start, end), and the words that named it."""
@@ -137,6 +149,13 @@ def _latest_date(month: int, day: int, now: datetime) -> datetime | None:
 def time_windows(text: str, now: datetime) -> list[TimeWindow]:
     """The periods `text` refers to, relative to `now` (aware or naive, kept as given)."""
     low = text.lower().replace("\u2019", "'")
+    if _ANCHOR.search(low) is None:
+        return []
+    return _scan(low, now)
+
+
+def _scan(low: str, now: datetime) -> list[TimeWindow]:
+    """time_windows of a lowercased text, every pattern tried."""
     today = _day_start(now)
     out: list[TimeWindow] = []
     taken: list[tuple[int, int]] = []
