@@ -11,6 +11,7 @@ Progress goes to stderr; the final table to stdout; everything to the JSON file 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -22,6 +23,7 @@ import sqlite3
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -117,6 +119,49 @@ class CpuMonitor:
         if wall <= 0 or busy1 != busy1:  # nan: no /proc/stat
             return None
         return round(max(0.0, (busy1 - self.busy0) - (self1 - self.self0)) / wall, 2)
+
+
+class ThreadCpu:
+    """CPU time of this process's own background threads during a phase, by thread name, as
+    an average number of cores: engramdb's upkeep threads (index merges, word counts, access
+    flushes, postings builds) compete with the timed searches for the same two cores, and
+    "other processes" does not see them. Threads without a Python name (ONNX Runtime's) and
+    the searches' own helpers are left out."""
+
+    SEARCH_THREADS = ("MainThread", "engram-overlap")
+
+    def __init__(self) -> None:
+        self.t0, self.ticks0 = time.perf_counter(), self._ticks()
+
+    @staticmethod
+    def _ticks() -> dict[int, int]:
+        out: dict[int, int] = {}
+        try:
+            for tid in os.listdir("/proc/self/task"):
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+                    fields = stat.rsplit(")", 1)[1].split()
+                    out[int(tid)] = int(fields[11]) + int(fields[12])  # utime + stime
+        except OSError:
+            pass
+        return out
+
+    def busy(self) -> dict[str, float]:
+        wall = time.perf_counter() - self.t0
+        ticks = self._ticks()
+        if wall <= 0 or not ticks:
+            return {}
+        names = {t.native_id: t.name for t in threading.enumerate()}
+        hz = os.sysconf("SC_CLK_TCK")
+        out: dict[str, float] = {}
+        for tid, n in ticks.items():
+            name = names.get(tid)
+            if name is None or name.startswith(self.SEARCH_THREADS):
+                continue
+            base = name.rsplit("_", 1)[0] if name[-1:].isdigit() else name
+            out[base] = out.get(base, 0.0) + (n - self.ticks0.get(tid, 0)) / hz / wall
+        return {k: round(v, 2) for k, v in sorted(out.items(), key=lambda kv: -kv[1])
+                if round(v, 2) > 0}
 
 
 def memory_usage() -> dict[str, float]:
@@ -321,6 +366,7 @@ def measure_search(mem: Engram, raw: Embedder, user_id: str, queries: list[str],
     hits = 0
     prog = Progress(f"search {label}", len(queries) - 1, every, "queries")
     cpu = CpuMonitor()
+    own = ThreadCpu()
     for i, q in enumerate(queries[1:]):
         t0 = time.perf_counter()
         res = mem.search(q, user_id=user_id, limit=limit)
@@ -330,7 +376,8 @@ def measure_search(mem: Engram, raw: Embedder, user_id: str, queries: list[str],
     out: dict[str, Any] = {"user_id": user_id, "cold_first_search_ms": round(cold_ms, 2),
                            **{k: round(v, 3) for k, v in latency_summary(lat).items()},
                            "mean_hits": round(hits / max(1, len(lat)), 2),
-                           "other_processes_cpu_cores": cpu.others_cores()}
+                           "other_processes_cpu_cores": cpu.others_cores(),
+                           "own_background_threads_cores": own.busy()}
 
     if breakdown_queries:
         total_ns = 0
@@ -629,6 +676,14 @@ def cores(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.2f}" + (" BUSY" if x >= 0.2 else "")
 
 
+def upkeep(busy: dict[str, float] | None) -> str:
+    """The busiest upkeep thread and the total, e.g. '0.31 (fts-merge 0.29)'."""
+    if not busy:
+        return "0.00"
+    name, top = next(iter(busy.items()))
+    return f"{sum(busy.values()):.2f} ({name.removeprefix('engram-')} {top:.2f})"
+
+
 def verdict(ok: bool) -> str:
     return "ok" if ok else "MISS"
 
@@ -709,6 +764,8 @@ def table(results: dict[str, Any]) -> str:
                               f"{s['search'][label]['max_ms']:.1f}" for s in sizes])
         row("  other processes' CPU meanwhile (cores)",
             [cores(s["search"][label]["other_processes_cpu_cores"]) for s in sizes])
+        row("  this process's upkeep threads meanwhile (cores)",
+            [upkeep(s["search"][label].get("own_background_threads_cores")) for s in sizes])
         row("  first (cold) search of the user",
             [f"{s['search'][label]['cold_first_search_ms']:.1f}" for s in sizes])
         if all("breakdown_mean_ms" in s["search"][label] for s in sizes):
@@ -792,7 +849,8 @@ def search_table(results: dict[str, Any]) -> str:
     for label, r in entry["search"].items():
         lines.append(f"  {label} user ({r['memories']} memories): p50 {r['p50_ms']:.2f} ms, "
                      f"p99 {r['p99_ms']:.2f} ms, mean {r['mean_ms']:.2f} ms; other processes "
-                     f"{r['other_processes_cpu_cores']:.2f} cores")
+                     f"{r['other_processes_cpu_cores']:.2f} cores, upkeep threads "
+                     f"{upkeep(r.get('own_background_threads_cores'))}")
         parts = r.get("breakdown_mean_ms", {})
         if parts:
             lines.append("    breakdown (mean ms): " + ", ".join(
