@@ -677,11 +677,11 @@ def cores(x: float | None) -> str:
 
 
 def upkeep(busy: dict[str, float] | None) -> str:
-    """The busiest upkeep thread and the total, e.g. '0.31 (fts-merge 0.29)'."""
+    """The upkeep threads' total and the busiest one, e.g. '0.31 fts-merge'."""
     if not busy:
         return "0.00"
-    name, top = next(iter(busy.items()))
-    return f"{sum(busy.values()):.2f} ({name.removeprefix('engram-')} {top:.2f})"
+    name = next(iter(busy)).removeprefix("engram-")[:13]
+    return f"{sum(busy.values()):.2f} {name}"
 
 
 def verdict(ok: bool) -> str:
@@ -764,7 +764,7 @@ def table(results: dict[str, Any]) -> str:
                               f"{s['search'][label]['max_ms']:.1f}" for s in sizes])
         row("  other processes' CPU meanwhile (cores)",
             [cores(s["search"][label]["other_processes_cpu_cores"]) for s in sizes])
-        row("  this process's upkeep threads meanwhile (cores)",
+        row("  own upkeep threads meanwhile (cores)",
             [upkeep(s["search"][label].get("own_background_threads_cores")) for s in sizes])
         row("  first (cold) search of the user",
             [f"{s['search'][label]['cold_first_search_ms']:.1f}" for s in sizes])
