@@ -75,9 +75,9 @@ class AccessTracker:
                     if rec is None:
                         continue
                     r = rec.rank
-                    since = r.created if r.last_accessed is None else r.last_accessed
                     now_rel = lifecycle.relevance_at(r.relevance, r.decay_rate, r.pinned,
-                                                     since, at.timestamp())
+                                                     r.created, r.last_accessed,
+                                                     at.timestamp())
                     tier = lifecycle.promoted_tier(rec.tier, rec.access_count + count,
                                                    r.importance)
                     updates.append(AccessUpdate(

@@ -103,18 +103,19 @@ class Decaying(Protocol):
 
 
 def current_relevance(rec: Decaying, now: datetime) -> float:
-    since = rec.last_accessed_at or rec.created_at
-    return relevance_at(rec.relevance, rec.decay_rate, rec.pinned, since.timestamp(),
-                        now.timestamp())
+    last = rec.last_accessed_at
+    return relevance_at(rec.relevance, rec.decay_rate, rec.pinned, rec.created_at.timestamp(),
+                        None if last is None else last.timestamp(), now.timestamp())
 
 
-def relevance_at(relevance: float, decay_rate: float, pinned: bool, since: float,
-                 now: float) -> float:
-    """The relevance at `now` of a memory last read (or created) at `since`, both epoch
-    seconds: what `current_relevance` computes of a record, and a search of its candidates'
-    RankFields."""
+def relevance_at(relevance: float, decay_rate: float, pinned: bool, created: float,
+                 last_accessed: float | None, now: float) -> float:
+    """The relevance at `now` of a memory decaying since its last read (or, never read,
+    its creation), all epoch seconds: what `current_relevance` computes of a record, and a
+    search or an access flush of RankFields."""
     if pinned:
         return relevance
+    since = created if last_accessed is None else last_accessed
     hours = max(0.0, (now - since) / 3600.0)
     return relevance * math.exp(-decay_rate * hours)
 

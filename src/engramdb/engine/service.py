@@ -814,7 +814,7 @@ class MemoryService:
             if rec is None:
                 continue  # deleted between the index and the row read
             importance, relevance, decay, pinned, created, last, _ = rec
-            rel = relevance_at(relevance, decay, pinned, created if last is None else last, now)
+            rel = relevance_at(relevance, decay, pinned, created, last, now)
             # The best variant (the first of equals); its explain is built only if returned.
             score = -1.0
             why: _Why = (0.0, 0.0, 0.0, 0.0, None)
