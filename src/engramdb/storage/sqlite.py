@@ -1075,8 +1075,8 @@ class SQLiteStore:
                 scores = {rowid: score for rowid, score, _ in held}
             else:
                 scores = self._keyword_fts5(conn, words, idfs, column, weights, prefix)
-                if user_scope and len(scores) >= KW_BUILD_AT_MATCHES:
-                    key = (filters.tenant_id, filters.user_id or "")
+                key = _scope_key(filters)
+                if key is not None and len(scores) >= KW_BUILD_AT_MATCHES:
                     with self._cache_lock:
                         held_at_all = key in self._kw_scopes
                     if not held_at_all:  # a large user, searched for the first time
