@@ -625,14 +625,14 @@ class MiniLMEmbedder:
             yield chunk
 
     def _run(self, session: ort.InferenceSession, encodings: list[Encoding]) -> Vectors:
-        width = max(len(e.ids) for e in encodings)
+        lengths = [len(e.ids) for e in encodings]
+        width = max(lengths)
         shape = (len(encodings), width)
         types = self._input_types
         ids = np.zeros(shape, dtype=types["input_ids"])
         mask = np.zeros(shape, dtype=types["attention_mask"])
         type_ids = np.zeros(shape, dtype=types.get("token_type_ids", np.int64))
-        for row, enc in enumerate(encodings):
-            length = len(enc.ids)
+        for row, (enc, length) in enumerate(zip(encodings, lengths, strict=True)):
             ids[row, :length] = enc.ids
             mask[row, :length] = enc.attention_mask
             type_ids[row, :length] = enc.type_ids
@@ -641,7 +641,7 @@ class MiniLMEmbedder:
             feeds["token_type_ids"] = type_ids
         (hidden,) = session.run([self._output], feeds)
         hidden = np.asarray(hidden, dtype=np.float32)
-        if all(len(enc.ids) == width for enc in encodings):
+        if all(length == width for length in lengths):
             return _mean_pool_normalise_unpadded(hidden)
         return _mean_pool_normalise(hidden, mask)
 
