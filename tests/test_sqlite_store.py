@@ -929,6 +929,43 @@ def test_keyword_postings_follow_writes_here_and_in_other_stores(db: Path) -> No
         s.close()
 
 
+def test_held_postings_score_as_fts5_through_writes_and_other_users_rows(db: Path) -> None:
+    """The held postings keep each term's scores between searches: a write to the user
+    (rows removed, their slots reused) and rows of other users (the table's average row
+    length, which every score depends on) must both make them score as FTS5 again."""
+    s = open_store(db)
+    rng = random.Random(11)
+    mine: list[MemoryRecord] = []
+
+    def add(user: str, length: int) -> MemoryRecord:
+        r = record(content=" ".join(rng.choice(KW_VOCAB) for _ in range(length)), user_id=user)
+        s.insert(r, unit(len(mine) + 1), event(r))
+        return r
+
+    mine.extend(add("u1", rng.randint(1, 8)) for _ in range(30))
+    hold_postings(s, "u1")
+    queries = ["apricot jam", "runs garden", "coffee coffee notes", "sky"]
+
+    def check() -> None:
+        for q in queries:
+            before = s.kw_in_memory
+            f = F(user_id="u1")
+            same_hits(s.keyword_search(f, q, 12), fts5_only(s, f, q, 12))
+            assert s.kw_in_memory == before + 1
+
+    check()
+    for _ in range(5):  # other users' long rows: the average row length grows
+        add("u2", 40)
+    check()
+    for r in mine[:10]:  # slots freed, then taken by new rows
+        assert s.delete("t1", r.id, event(r, "delete"))
+    mine.extend(add("u1", rng.randint(1, 8)) for _ in range(12))
+    changed = replace(mine[12], content="apricot apricot garden")
+    s.update(changed, None, event(changed, "update"))
+    check()
+    s.close()
+
+
 # -- rank fields held in the partitions ----------------------------------------------------
 
 

@@ -1118,8 +1118,8 @@ class SQLiteStore:
                            k: int | None = None
                            ) -> builtins.list[tuple[int, float, str]] | None:
         """(rowid, score, memory id) of the user's rows that match and pass the filters a
-        partition holds, from the postings held in memory (with `k`, only the k best, best
-        first); or None where FTS5 must answer: the user is searched for the first time (or
+        partition holds, best first, from the postings held in memory (with `k`, only the k
+        best); or None where FTS5 must answer: the user is searched for the first time (or
         not cached), a write section of this thread has changed the user, or the tokenizer
         splits a query word."""
         key = (filters.tenant_id, filters.user_id or "")
@@ -1136,23 +1136,8 @@ class SQLiteStore:
         held = _partition_filters(filters)
         self.kw_in_memory += 1
         with self._cache_lock:
-            raw = scope.scores([t.term or "" for t in terms], [idfs[w] for w in words],
-                               table_rows, avgdl)
-            rows = scope.rows
-            if k is None:
-                return [(rowid, x, row.memory_id) for rowid, x in raw.items()
-                        if held.admits((row := rows[rowid]).expires, row.active,
-                                       row.agent_id, row.session_id, row.namespace)]
-            # best first, admitted until k pass: a large user matches hundreds of rows
-            out: builtins.list[tuple[int, float, str]] = []
-            for rowid in sorted(raw, key=lambda r: (-raw[r], r)):
-                row = rows[rowid]
-                if held.admits(row.expires, row.active, row.agent_id, row.session_id,
-                               row.namespace):
-                    out.append((rowid, raw[rowid], row.memory_id))
-                    if len(out) == k:
-                        break
-            return out
+            return scope.ranked([t.term or "" for t in terms], [idfs[w] for w in words],
+                                table_rows, avgdl, held, k)
 
     def _kw_scope(self, conn: sqlite3.Connection, key: tuple[str, str]) -> ScopeKeywords | None:
         """The user's postings held at the version `conn` sees, or None. A user searched
