@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engramdb.engine.scoring import Weights, combine, keyword_scores
+from engramdb.engine import lifecycle
+from engramdb.engine.scoring import Weights, combine, keyword_scores, weighted, weighted_many
 
 unit = st.floats(0, 1)
 anyf = st.floats(-2, 2, allow_nan=False)
@@ -57,3 +59,37 @@ def test_keyword_scores_scale_to_unit(raw: dict[str, float]) -> None:
 def test_weights_must_not_all_be_zero() -> None:
     with pytest.raises(ValueError):
         Weights(0, 0, 0, 0).normalised()
+
+
+@given(weights, st.lists(st.tuples(anyf, anyf, anyf, anyf), max_size=40))
+def test_weighted_many_is_weighted_to_the_bit(w: tuple[float, ...],
+                                             rows: list[tuple[float, ...]]) -> None:
+    """A search scores its candidates with numpy; explain recomputes each with `weighted`:
+    they must agree exactly, or a hit's score would not be its explain's."""
+    nw = Weights(*w).normalised()
+    columns = [np.array([r[i] for r in rows], dtype=np.float64) for i in range(4)]
+    assert weighted_many(nw, *columns).tolist() == [weighted(nw, *r) for r in rows]
+
+
+hours = st.floats(-1e4, 1e6, allow_nan=False)
+
+
+@given(st.lists(st.tuples(unit, st.floats(0, 2), st.booleans(), hours,
+                          st.none() | hours), max_size=40), hours)
+def test_relevance_at_many_is_relevance_at_to_the_bit(
+        rows: list[tuple[float, float, bool, float, float | None]], now_h: float) -> None:
+    """Search decays its candidates with numpy, get and list each record with
+    `relevance_at`: a memory must show one relevance whichever way it is read."""
+    now = 1.7e9 + now_h * 3600
+
+    def col(i: int, dtype: type = np.float64) -> np.ndarray:
+        return np.array([r[i] for r in rows], dtype=dtype)
+
+    created = np.array([1.7e9 + r[3] * 3600 for r in rows], dtype=np.float64)
+    accessed = np.array([np.nan if r[4] is None else 1.7e9 + r[4] * 3600 for r in rows],
+                        dtype=np.float64)
+    got = lifecycle.relevance_at_many(col(0), col(1), col(2, bool), created, accessed, now)
+    assert got.tolist() == [
+        lifecycle.relevance_at(rel, decay, pinned, 1.7e9 + c * 3600,
+                               None if a is None else 1.7e9 + a * 3600, now)
+        for rel, decay, pinned, c, a in rows]

@@ -437,8 +437,10 @@ def test_partition_matches_brute_force(ops: list[tuple[Any, ...]], qseed: int, k
         row.update(agent=ag, session=se, namespace=ns, active=active,
                    expires=np.inf if exp is None else exp)
 
-    # the bookkeeping
+    # the bookkeeping: the active rows first
     assert part.n == len(model) == len(part.pos)
+    assert part.n_active == sum(r["active"] for r in model.values())
+    assert part.active[: part.n_active].all() and not part.active[part.n_active : part.n].any()
     for mid, i in part.pos.items():
         assert 0 <= i < part.n and part.ids[i] == mid
         row = model[mid]
@@ -478,6 +480,28 @@ def test_partition_matches_brute_force(ops: list[tuple[Any, ...]], qseed: int, k
             assert abs(filtered[mid] - score) < 1e-5
 
 
+def test_partition_searches_inactive_rows_only_when_asked() -> None:
+    """Active rows are kept first so that a search without the others multiplies only
+    them: the others must still be found when asked for, wherever a change moved them."""
+    part = Partition(DIM)
+    for i in range(6):
+        part.upsert(i, f"m{i}", unit(i), None, None, "default", i % 2 == 0, None)
+    part.upsert(2, "m2", None, None, None, "default", False, None)  # superseded
+    part.upsert(1, "m1", None, None, None, "default", True, None)  # restored
+    part.remove("m0")
+    assert part.n_active == 2
+    for i in range(6):
+        if i == 0:
+            continue
+        hits = part.search(unit(i), 1, HeldFilters(include_inactive=True))
+        assert ids(hits) == [f"m{i}"]
+        active_only = part.search(unit(i), 5, HeldFilters(include_inactive=False))
+        assert sorted(ids(active_only)) == ["m1", "m4"]
+    _, extra = part.search_with(unit(1), 1, HeldFilters(include_inactive=False),
+                                include=["m3", "m4", "m5"])
+    assert ids(extra) == ["m4"]  # the inactive ones are not scored for a search without them
+
+
 def test_partition_swap_remove_keeps_positions() -> None:
     part = Partition(DIM, capacity=1)
 
@@ -504,6 +528,14 @@ def test_partition_swap_remove_keeps_positions() -> None:
     assert [r[1][1:] for r in part.rank_rows(["m2", "m3", "m7"])] == [
         (0.25, 0.5, rank(2)[3], rank(2)[4], rank(2)[5]),
         (0.35, 0.5, rank(3)[3], rank(3)[4], 1.9e9)]
+    # as columns: one not held, or held without rank fields, is blank (not another row's)
+    cols = part.rank_columns(["m7", "missing", "m3"])
+    assert cols.found.tolist() == [False, False, True]
+    assert cols.fields(2) == (rank(3)[0], 0.35, 0.5, rank(3)[3], rank(3)[4], 1.9e9, "s3")
+    for column in (cols.importance, cols.relevance, cols.decay_rate, cols.pinned,
+                   cols.created):
+        assert column[:2].tolist() == [0, 0]
+    assert np.isnan(cols.last_accessed[:2]).all() and cols.session_id[:2] == [None, None]
     hits = part.search(unit(5), 1, HeldFilters(now=0.0))
     assert ids(hits) == ["m5"]
     part.upsert(99, "m99", None, None, None, "default", True, None)  # no vector: not held

@@ -287,6 +287,32 @@ def test_rank_fields_match_the_records(store: Store, mk: Maker) -> None:
     assert f.last_accessed == later.timestamp() and f.relevance == 0.95
 
 
+def test_rank_columns_are_the_rank_fields_in_order(store: Store, mk: Maker) -> None:
+    a = mk.add(importance=0.9, relevance=0.7, decay_rate=0.02, pinned=True,
+               session_id="s1", last_accessed_at=T0 + timedelta(hours=5, microseconds=250))
+    b = mk.add(session_id=None, last_accessed_at=None, status=Status.SUPERSEDED,
+               superseded_by=a.id)
+    c = mk.add(user_id="u2", importance=0.3, session_id="s2")
+    other = mk.add(tenant_id="t2")
+    asked = [b.id, "missing", a.id, c.id, other.id, a.id]
+    fields = store.rank_fields("t1", asked)
+    store.nearest(F(user_id="u1"), unit(1), 5)  # a store may now hold the user's scope
+    for scope in (None, F(user_id="u1"), F(user_id="u2")):
+        cols = store.rank_columns("t1", asked, scope=scope)
+        assert cols.found.tolist() == [True, False, True, True, False, True]
+        for i, mid in enumerate(asked):
+            assert cols.fields(i) == fields.get(mid)
+        for i in (1, 4):  # missing: blank entries, whatever the arrays held there
+            assert (cols.importance[i], cols.relevance[i], cols.decay_rate[i],
+                    cols.pinned[i], cols.created[i], cols.session_id[i]) == (
+                0.0, 0.0, 0.0, False, 0.0, None)
+            assert np.isnan(cols.last_accessed[i])
+        assert np.isnan(cols.last_accessed[0]) and cols.last_accessed[2] == (
+            a.last_accessed_at.timestamp())  # type: ignore[union-attr]
+    empty = store.rank_columns("t1", [], scope=F(user_id="u1"))
+    assert empty.found.shape == (0,) and empty.session_id == []
+
+
 def test_access_fields_match_the_records(store: Store, mk: Maker) -> None:
     a = mk.add(memory_type=MemoryType.DECISION, tier=Tier.MEDIUM, access_count=4,
                importance=0.8, relevance=0.6, decay_rate=0.03, pinned=True,

@@ -45,7 +45,12 @@ import math
 from datetime import datetime
 from typing import Protocol
 
+import numpy as np
+import numpy.typing as npt
+
 from ..models import MemoryType, Tier
+
+F64 = npt.NDArray[np.float64]
 
 INITIAL_RELEVANCE = 0.5
 ACCESS_BOOST = 0.2
@@ -118,6 +123,18 @@ def relevance_at(relevance: float, decay_rate: float, pinned: bool, created: flo
     since = created if last_accessed is None else last_accessed
     hours = max(0.0, (now - since) / 3600.0)
     return relevance * math.exp(-decay_rate * hours)
+
+
+def relevance_at_many(relevance: F64, decay_rate: F64, pinned: npt.NDArray[np.bool_],
+                      created: F64, last_accessed: F64, now: float) -> F64:
+    """`relevance_at` of many memories at once (`last_accessed` NaN: never read), the same
+    floats element for element: the same operations in the same order, and `math.exp`
+    itself (numpy's exp may differ from it in the last bit on some CPUs)."""
+    since = np.where(np.isnan(last_accessed), created, last_accessed)
+    hours = np.maximum(0.0, (now - since) / 3600.0)
+    decayed = relevance * np.array([math.exp(x) for x in (-decay_rate * hours).tolist()],
+                                   dtype=np.float64)
+    return np.where(pinned, relevance, decayed)
 
 
 def promoted_tier(tier: Tier, access_count: int, importance: float) -> Tier:

@@ -23,6 +23,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+
+F64 = npt.NDArray[np.float64]
+
 
 @dataclass(frozen=True, slots=True)
 class Weights:
@@ -49,6 +54,18 @@ def weighted(w: Weights, semantic: float, keyword: float, importance: float,
     normalised. `combine` gives the same score (the very same float) with its breakdown."""
     return (w.semantic * clip01(semantic) + w.keyword * clip01(keyword)
             + w.importance * clip01(importance) + w.relevance * clip01(relevance))
+
+
+def weighted_many(w: Weights, semantic: F64, keyword: F64, importance: F64,
+                  relevance: F64) -> F64:
+    """`weighted` of many candidates at once: the same floats element for element (the
+    same clipping, products and sums in the same order)."""
+
+    def clipped(x: F64) -> F64:
+        return np.minimum(np.maximum(x, 0.0), 1.0)
+
+    return (w.semantic * clipped(semantic) + w.keyword * clipped(keyword)
+            + w.importance * clipped(importance) + w.relevance * clipped(relevance))
 
 
 def combine(w: Weights, semantic: float, keyword: float, importance: float,

@@ -10,7 +10,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
-from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -35,7 +34,7 @@ from ..models import (
     Tier,
 )
 from ..settings import Settings
-from ..storage.base import Filters, RankFields, Store, Vector
+from ..storage.base import Filters, Store, Vector
 from . import lifecycle, pii, supersession
 from . import validation as v
 from .access import AccessTracker
@@ -48,7 +47,7 @@ from .query import (
     without_scaffolding,
     without_time_expressions,
 )
-from .scoring import Weights, combine, keyword_scores, timed, weighted, with_time
+from .scoring import Weights, combine, keyword_scores, timed, weighted_many, with_time
 from .transfer import ImportedRow
 from .validation import Draft, NewMemory, validate_new
 
@@ -762,9 +761,8 @@ class MemoryService:
                                   field="min_score")
         return text
 
-    def _rank(self, tenant_id: str, q: SearchQuery, text: str, k: int
-              ) -> tuple[Filters, dict[str, RankFields],
-                         builtins.list[tuple[float, str, _Why]]]:
+    def _rank(self, f: Filters, q: SearchQuery, text: str, k: int
+              ) -> tuple[dict[str, str | None], builtins.list[tuple[float, str, _Why]]]:
         """Every candidate of the query (top k of each retriever), scored, best first.
 
         The query is read first (engine/query.py, docs/retrieval.md): a time expression
@@ -772,10 +770,10 @@ class MemoryService:
         (`weight_time`), and its words leave the query; with `search_query_rewriting`, the
         dense query loses its question words, and a coordinated question ("X or Y") also runs
         as one query per item, each memory scored by its best variant. Candidates are scored
-        from their narrow RankFields; callers build whole records (`_hits`) only for what
-        they return.
+        from their narrow rank fields (with the session of each candidate, returned);
+        callers build whole records (`_hits`) only for what they return. Callers read inside
+        the store's read section of `f` (`Store.reading`), entered before the model runs.
         """
-        f = self._filters(tenant_id, q)
         st = self.settings
         windows = time_windows(text, f.now) if st.weight_time > 0 else []
         if windows:
@@ -803,36 +801,46 @@ class MemoryService:
             if missing:
                 sims.update(self.store.similarities(f, vectors[i], missing))
         candidates = sorted(pool)
-        fields = self.store.rank_fields(tenant_id, candidates, scope=f)
-        w = self.weights
-        variants_retrieved = list(zip(dense, sparse, strict=True))
-        scored: builtins.list[tuple[float, str, _Why]] = []
-        now = f.now.timestamp()
-        relevance_at = lifecycle.relevance_at
-        for mid in candidates:
-            rec = fields.get(mid)
-            if rec is None:
-                continue  # deleted between the index and the row read
-            importance, relevance, decay, pinned, created, last, _ = rec
-            rel = relevance_at(relevance, decay, pinned, created, last, now)
-            # The best variant (the first of equals); its explain is built only if returned.
-            score = -1.0
-            why: _Why = (0.0, 0.0, 0.0, 0.0, None)
-            for sims, kw in variants_retrieved:
-                sem, key = sims.get(mid, 0.0), kw.get(mid, 0.0)
-                s = weighted(w, sem, key, importance, rel)
-                if s > score:
-                    score, why = s, (sem, key, importance, rel, None)
-            if windows:
-                match = time_match(datetime.fromtimestamp(created, tz=UTC), windows)
-                score = timed(score, st.weight_time, match)
-                why = (*why[:4], match)
-            if score >= q.min_score:
-                scored.append((score, mid, why))
-        # best first, equals by id: `candidates` is sorted by id, and a reverse sort keeps
-        # equals in their order (one key, not a tuple a candidate: a third of this loop)
-        scored.sort(key=itemgetter(0), reverse=True)
-        return f, fields, scored
+        n = len(candidates)
+        cols = self.store.rank_columns(f.tenant_id, candidates, scope=f)
+        # Every candidate at once (numpy, the same floats as relevance_at and weighted of
+        # each): a loop over the candidates cost ~4 µs each after the model.
+        rel = lifecycle.relevance_at_many(cols.relevance, cols.decay_rate, cols.pinned,
+                                          cols.created, cols.last_accessed,
+                                          f.now.timestamp())
+        sem = [np.fromiter((sims.get(mid, 0.0) for mid in candidates), np.float64, n)
+               for sims in dense]
+        key = [np.fromiter((kw.get(mid, 0.0) for mid in candidates), np.float64, n)
+               for kw in sparse]
+        per_variant = [weighted_many(self.weights, s, k, cols.importance, rel)
+                       for s, k in zip(sem, key, strict=True)]
+        # the best variant of each memory (the first of equals)
+        best_of = None
+        score = per_variant[0]
+        if len(per_variant) > 1:
+            stacked = np.vstack(per_variant)
+            best_of = np.argmax(stacked, axis=0)
+            score = stacked[best_of, np.arange(n)]
+        matches: builtins.list[float | None] = [None] * n
+        if windows:
+            score = score.copy()
+            for i in np.flatnonzero(cols.found).tolist():
+                created = datetime.fromtimestamp(float(cols.created[i]), tz=UTC)
+                matches[i] = match = time_match(created, windows)
+                score[i] = timed(float(score[i]), st.weight_time, match)
+        # found (not deleted between the index and this read), good enough, best first,
+        # equals by id (`candidates` is sorted by id, and the sort is stable)
+        kept = np.flatnonzero(cols.found & (score >= q.min_score))
+        order = kept[np.argsort(-score[kept], kind="stable")].tolist()
+        sem_l = [x.tolist() for x in sem]
+        key_l = [x.tolist() for x in key]
+        imp_l, rel_l, score_l = cols.importance.tolist(), rel.tolist(), score.tolist()
+        pick = [0] * n if best_of is None else best_of.tolist()
+        scored: builtins.list[tuple[float, str, _Why]] = [
+            (score_l[i], candidates[i],
+             (sem_l[pick[i]][i], key_l[pick[i]][i], imp_l[i], rel_l[i], matches[i]))
+            for i in order]
+        return dict(zip(candidates, cols.session_id, strict=True)), scored
 
     def _explain(self, why: _Why) -> dict[str, float]:
         """The breakdown of a score `_rank` computed (scoring.py makes both)."""
@@ -862,8 +870,10 @@ class MemoryService:
     def search(self, tenant_id: str, q: SearchQuery) -> builtins.list[SearchHit]:
         text = self._validated_query(q)
         k = max(self.settings.search_candidates, q.limit)
-        f, _, scored = self._rank(tenant_id, q, text, k)
-        hits = self._hits(tenant_id, f, scored[: q.limit])
+        f = self._filters(tenant_id, q)
+        with self.store.reading(f):
+            _, scored = self._rank(f, q, text, k)
+            hits = self._hits(tenant_id, f, scored[: q.limit])
         if q.track_access and hits:
             self.access.touch(tenant_id, [h.memory.id for h in hits], f.now)
         return hits
@@ -877,25 +887,36 @@ class MemoryService:
         # Three candidates per wanted session are plenty (measured: the same sessions as
         # ten, docs/retrieval.md), and every candidate is a row read.
         k = max(self.settings.search_candidates, q.limit * 3)
-        f, fields, scored = self._rank(tenant_id, q, text, k)
-        groups: dict[str, builtins.list[tuple[float, str, _Why]]] = {}
-        for score, mid, why in scored:
-            sid = fields[mid].session_id
-            if sid is None:
-                continue
-            members = groups.setdefault(sid, [])
-            if len(members) < hits_per_session:
-                members.append((score, mid, why))
-        ranked = sorted(groups.items(), key=lambda g: (-g[1][0][0], g[0]))[: q.limit]
-        hits = self._hits(tenant_id, f, [m for _, members in ranked for m in members])
+        f = self._filters(tenant_id, q)
+        with self.store.reading(f):
+            session_of, scored = self._rank(f, q, text, k)
+            ranked, hits = self._session_hits(f, session_of, scored, q.limit,
+                                              hits_per_session)
         by_session: dict[str, builtins.list[SearchHit]] = {}
         for hit in hits:
-            by_session.setdefault(fields[hit.memory.id].session_id or "", []).append(hit)
+            by_session.setdefault(session_of[hit.memory.id] or "", []).append(hit)
         out = [SessionHit(sid, by_session[sid][0].score, by_session[sid])
-               for sid, _ in ranked if sid in by_session]
+               for sid in ranked if sid in by_session]
         if q.track_access and hits:
             self.access.touch(tenant_id, [h.memory.id for h in hits], f.now)
         return out
+
+    def _session_hits(self, f: Filters, session_of: dict[str, str | None],
+                      scored: builtins.list[tuple[float, str, _Why]], limit: int,
+                      per_session: int) -> tuple[builtins.list[str], builtins.list[SearchHit]]:
+        """The `limit` best sessions of the scored candidates, and the hits of their
+        `per_session` best memories."""
+        groups: dict[str, builtins.list[tuple[float, str, _Why]]] = {}
+        for score, mid, why in scored:
+            sid = session_of[mid]
+            if sid is None:
+                continue
+            members = groups.setdefault(sid, [])
+            if len(members) < per_session:
+                members.append((score, mid, why))
+        ranked = sorted(groups.items(), key=lambda g: (-g[1][0][0], g[0]))[:limit]
+        hits = self._hits(f.tenant_id, f, [m for _, members in ranked for m in members])
+        return [sid for sid, _ in ranked], hits
 
     def context(self, tenant_id: str, q: SearchQuery, budget_tokens: int = 1000) -> Context:
         """The best memories for a query as a bulleted block that fits `budget_tokens`

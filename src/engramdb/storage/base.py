@@ -47,6 +47,57 @@ class RankFields(NamedTuple):
     session_id: str | None
 
 
+F64 = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class RankColumns:
+    """The RankFields of some memories as columns, aligned with the ids asked for: what a
+    search scores its candidates from, with numpy over all of them at once (a loop over
+    RankFields tuples cost ~4 µs a candidate after the model). Where `found` is False the
+    memory is missing and its other entries mean nothing; `last_accessed` is NaN for a
+    memory never read."""
+
+    found: npt.NDArray[np.bool_]
+    importance: F64
+    relevance: F64
+    decay_rate: F64
+    pinned: npt.NDArray[np.bool_]
+    created: F64
+    last_accessed: F64
+    session_id: builtins.list[str | None]
+
+    @classmethod
+    def of(cls, memory_ids: Sequence[str], fields: dict[str, RankFields]) -> RankColumns:
+        """Columns of `memory_ids` from fields by id (ids without fields: missing)."""
+        rows = [fields.get(mid) for mid in memory_ids]
+        blank = RankFields(0.0, 0.0, 0.0, False, 0.0, None, None)
+        full = [blank if r is None else r for r in rows]
+        n = len(full)
+        return cls(
+            found=np.fromiter((r is not None for r in rows), dtype=bool, count=n),
+            importance=np.fromiter((r.importance for r in full), dtype=np.float64, count=n),
+            relevance=np.fromiter((r.relevance for r in full), dtype=np.float64, count=n),
+            decay_rate=np.fromiter((r.decay_rate for r in full), dtype=np.float64, count=n),
+            pinned=np.fromiter((r.pinned for r in full), dtype=bool, count=n),
+            created=np.fromiter((r.created for r in full), dtype=np.float64, count=n),
+            last_accessed=np.fromiter(
+                (np.nan if r.last_accessed is None else r.last_accessed for r in full),
+                dtype=np.float64, count=n),
+            session_id=[r.session_id for r in full],
+        )
+
+    def fields(self, i: int) -> RankFields | None:
+        """The RankFields of the i-th memory, or None if it is missing."""
+        if not self.found[i]:
+            return None
+        accessed = float(self.last_accessed[i])
+        return RankFields(float(self.importance[i]), float(self.relevance[i]),
+                          float(self.decay_rate[i]), bool(self.pinned[i]),
+                          float(self.created[i]), None if accessed != accessed else accessed,
+                          self.session_id[i])
+
+
 class AccessFields(NamedTuple):
     """What an access flush needs of a memory (engine/access.py): what tier promotion
     reads, and the decay inputs as ranking reads them. A narrow read: building the whole
@@ -172,6 +223,19 @@ class Store(Protocol):
         status: the same values get_many would give, without building whole records.
         `scope` is a hint: the filters of the search the candidates come from (a store may
         answer from what it holds of that scope; ids outside it are answered all the same)."""
+        ...
+
+    def reading(self, filters: Filters) -> AbstractContextManager[None]:
+        """A read section of the calling thread for one query's reads of `filters`' scope:
+        they see at least every write committed before it began, and a store may answer
+        them all from the state it found then (a search does not have to see a write
+        committed while it runs)."""
+        ...
+
+    def rank_columns(self, tenant_id: str, memory_ids: Sequence[str],
+                     scope: Filters | None = None) -> RankColumns:
+        """`rank_fields` of the given memories as columns in the order given (a missing id:
+        not found; an id given twice: twice). `scope` is the same hint."""
         ...
 
     def access_fields(self, tenant_id: str,

@@ -57,7 +57,7 @@ import struct
 import threading
 import time
 from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
@@ -80,7 +80,15 @@ from ..models import (
     TenantStatus,
     Tier,
 )
-from .base import MEMORY_COLUMNS, AccessFields, Filters, RankFields, StoredMemory, Vector
+from .base import (
+    MEMORY_COLUMNS,
+    AccessFields,
+    Filters,
+    RankColumns,
+    RankFields,
+    StoredMemory,
+    Vector,
+)
 from .keyword_stats import TenantWordStats
 from .migrations import Migrations
 from .text import fold, keyword_terms
@@ -763,6 +771,13 @@ class PostgresStore:
                                   created.timestamp(),
                                   None if accessed is None else accessed.timestamp(), session)
         return out
+
+    def reading(self, filters: Filters) -> AbstractContextManager[None]:
+        return nullcontext()  # every read is its own statement anyway
+
+    def rank_columns(self, tenant_id: str, memory_ids: Sequence[str],
+                     scope: Filters | None = None) -> RankColumns:
+        return RankColumns.of(memory_ids, self.rank_fields(tenant_id, memory_ids))
 
     def access_fields(self, tenant_id: str,
                       memory_ids: Sequence[str]) -> dict[str, AccessFields]:

@@ -46,7 +46,15 @@ from ..models import (
     TenantStatus,
     Tier,
 )
-from .base import MEMORY_COLUMNS, AccessFields, Filters, RankFields, StoredMemory, Vector
+from .base import (
+    MEMORY_COLUMNS,
+    AccessFields,
+    Filters,
+    RankColumns,
+    RankFields,
+    StoredMemory,
+    Vector,
+)
 from .keyword_index import TOKENIZE, IndexTerms, ScopeKeywords, kw_averages, words_of
 from .keyword_stats import TenantWordStats
 from .migrations import Migrations
@@ -538,6 +546,37 @@ class SQLiteStore:
             return None
         return rows["embedding_model"], int(rows["embedding_dim"])
 
+    # -- read sections -----------------------------------------------------------------
+
+    @contextmanager
+    def reading(self, filters: Filters) -> Iterator[None]:
+        """This thread's reads of the scope inside (nearest, similarities, rank_columns,
+        get_many) take its versions as they were at entry, read once, instead of reading
+        them for each call. A search enters before the model runs, where the read costs
+        ~15 µs; after the model the first statement cost ~150 µs (docs/architecture.md,
+        "A search's reads after the model"). A write of this process committed meanwhile
+        moves the cached partition past the versions held: reads then go to the rows."""
+        key = _scope_key(filters)
+        local = self._local
+        in_section = bool(getattr(local, "depth", 0))
+        if key is None or in_section or getattr(local, "pinned", None) is not None:
+            yield
+            return
+        local.pinned = (key, _versions(self._conn(), key))
+        try:
+            yield
+        finally:
+            local.pinned = None
+
+    def _scope_versions(self, conn: sqlite3.Connection,
+                        key: tuple[str, str]) -> tuple[int, int] | None:
+        """The scope's versions as this thread's read section holds them, else read now."""
+        pinned = getattr(self._local, "pinned", None)
+        if pinned is not None and pinned[0] == key and not getattr(self._local, "depth", 0):
+            held: tuple[int, int] | None = pinned[1]
+            return held
+        return _versions(conn, key)
+
     # -- write sections ----------------------------------------------------------------
 
     @contextmanager
@@ -888,7 +927,7 @@ class SQLiteStore:
         if key is None or key[0] != tenant_id or in_section:
             return None
         conn = self._conn()
-        versions = _versions(conn, key)
+        versions = self._scope_versions(conn, key)
         if versions is None:
             return None
         for attempt in range(2):
@@ -950,25 +989,36 @@ class SQLiteStore:
 
     def rank_fields(self, tenant_id: str, memory_ids: Sequence[str],
                     scope: Filters | None = None) -> dict[str, RankFields]:
-        """From the scope's current partition (`_current`): 0.18 ms for a typical search's
-        ~50 candidates, where reading their rows took 0.69 ms (both after the model, with
-        cold caches). The rest from the rows."""
-        out: dict[str, RankFields] = {}
+        cols = self.rank_columns(tenant_id, memory_ids, scope)
+        return {mid: rank for i, mid in enumerate(memory_ids)
+                if (rank := cols.fields(i)) is not None}
+
+    def rank_columns(self, tenant_id: str, memory_ids: Sequence[str],
+                     scope: Filters | None = None) -> RankColumns:
+        """From the scope's current partition (`_current`): ~0.1 ms for a search's ~80
+        candidates after the model, where reading their rows took ~1 ms. Those it does not
+        hold from the rows."""
         current = self._current(tenant_id, scope)
-        if current is not None:
-            with self._cache_lock:
-                held = current[1].rank_rows(memory_ids)
-            for mid, rank, session in held:
-                out[mid] = RankFields(*rank, session)
-            self.rank_in_memory += len(out)
-            if len(out) == len(memory_ids):
-                return out
-            memory_ids = [mid for mid in memory_ids if mid not in out]
-        for mid, *rank, session in self._rows_by_id(
-                f"SELECT m.id, {_RANK_SELECT}, m.session_id FROM memories m",
-                tenant_id, memory_ids):
-            out[mid] = RankFields(*_rank_of(rank), session)
-        return out
+        if current is None:
+            return RankColumns.of(memory_ids, self._rank_rows(tenant_id, memory_ids))
+        with self._cache_lock:
+            cols = current[1].rank_columns(memory_ids)
+        held = int(np.count_nonzero(cols.found))
+        self.rank_in_memory += held
+        if held == len(memory_ids):
+            return cols
+        fields = {mid: rank for i, mid in enumerate(memory_ids)
+                  if (rank := cols.fields(i)) is not None}
+        fields.update(self._rank_rows(
+            tenant_id, [mid for mid, ok in zip(memory_ids, cols.found, strict=True) if not ok]))
+        return RankColumns.of(memory_ids, fields)
+
+    def _rank_rows(self, tenant_id: str, memory_ids: Sequence[str]) -> dict[str, RankFields]:
+        """Rank fields read from the rows."""
+        return {mid: RankFields(*_rank_of(rank), session)
+                for mid, *rank, session in self._rows_by_id(
+                    f"SELECT m.id, {_RANK_SELECT}, m.session_id FROM memories m",
+                    tenant_id, memory_ids)}
 
     def access_fields(self, tenant_id: str,
                       memory_ids: Sequence[str]) -> dict[str, AccessFields]:
@@ -1252,12 +1302,14 @@ class SQLiteStore:
 
     def _partition(self, conn: sqlite3.Connection, tenant_id: str, user_key: str,
                    versions: tuple[int, int]) -> Partition:
-        """The shared cached partition at `versions[0]`, (re)loaded from the database if
-        needed (its rank fields may be older: `rank_fields` checks the access version)."""
+        """The shared cached partition at `versions[0]` (or newer), (re)loaded from the
+        database if needed (its rank fields may be older: `rank_fields` checks the access
+        version)."""
         key = (tenant_id, user_key)
         with self._cache_lock:
             part = self._cache.get(key)
-            if part is not None and part.version == versions[0]:
+            # newer: this process wrote since a read section took its versions
+            if part is not None and part.version >= versions[0]:
                 return part
         part = self._load_partition(conn, key, versions)
         with self._cache_lock:
@@ -1328,7 +1380,7 @@ class SQLiteStore:
             raise StoreError("bind_embedding() must be called before searching")
         one = _scope_key(filters)
         if one is not None:
-            found = _versions(conn, one)
+            found = self._scope_versions(conn, one)
             scopes = [] if found is None else [(one[1], found)]
         else:
             scopes = [(r[0], (int(r[1]), int(r[2]))) for r in conn.execute(
