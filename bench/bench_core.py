@@ -317,7 +317,7 @@ class Breakdown:
 
     PARTS = (("embed", "embedder", "embed"), ("partitions", "store", "_partitions"),
              ("nearest", "store", "nearest"), ("keyword_search", "store", "keyword_search"),
-             ("similarities", "store", "similarities"), ("rank_fields", "store", "rank_fields"),
+             ("similarities", "store", "similarities"), ("rank_columns", "store", "rank_columns"),
              ("get_many", "store", "get_many"))
 
     def __init__(self, mem: Engram) -> None:
@@ -395,7 +395,7 @@ def measure_search(mem: Engram, raw: Embedder, user_id: str, queries: list[str],
         parts = {k: round(bd.ns[k] / n / 1e6, 3) for k, _, _ in Breakdown.PARTS}
         # nearest() includes _partitions(); the other parts are disjoint
         accounted = sum(parts[k] for k in ("embed", "nearest", "keyword_search",
-                                           "similarities", "rank_fields", "get_many"))
+                                           "similarities", "rank_columns", "get_many"))
         mean_total = total_ns / n / 1e6
         parts["other"] = round(mean_total - accounted, 3)
         out["breakdown_mean_ms"] = {"queries": n, "total": round(mean_total, 3), **parts,
@@ -775,7 +775,7 @@ def table(results: dict[str, Any]) -> str:
                      ("partitions", "  partition version lookup (all calls)"),
                      ("keyword_search", "keyword search (postings in memory, or FTS5)"),
                      ("similarities", "similarities of other variants' hits"),
-                     ("rank_fields", "ranking fields of candidates (rank_fields)"),
+                     ("rank_columns", "ranking fields of candidates (rank_columns)"),
                      ("get_many", "rows of the hits returned (get_many)"),
                      ("other", "validation, scoring, rest"))
             lines.append("  breakdown, mean ms per search, run serially (in the timed searches "
