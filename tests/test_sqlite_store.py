@@ -1246,6 +1246,43 @@ def test_reads_and_access_flushes_by_id_do_not_scan_the_tenant(db: Path) -> None
     s.close()
 
 
+def test_a_read_section_reads_the_versions_once_and_sees_its_own_process_writes(
+        two: tuple[SQLiteStore, SQLiteStore]) -> None:
+    a, b = two
+    f = F(user_id="u1")
+    r1, r2 = record(content="apricot"), record(content="quince")
+    a.insert(r1, unit(1), event(r1))
+    a.nearest(f, unit(1), 5)
+    statements: list[str] = []
+    a._conn().set_trace_callback(statements.append)
+    try:
+        with a.reading(f):
+            assert ids(a.nearest(f, unit(1), 5)) == [r1.id]
+            assert a.rank_columns("t1", [r1.id], scope=f).found.tolist() == [True]
+            assert set(a.get_many("t1", [r1.id], scope=f)) == {r1.id}
+            a.similarities(f, unit(1), [r1.id])
+            versions_read = sum("FROM partitions" in sql for sql in statements)
+            # another process's write while the section is open: not seen inside it
+            b.insert(r2, unit(2), event(r2))
+            assert ids(a.nearest(f, unit(2), 5)) == [r1.id]
+    finally:
+        a._conn().set_trace_callback(None)
+    assert versions_read == 1  # at entry, not once per call
+    assert ids(a.nearest(f, unit(2), 5)) == [r2.id, r1.id]  # seen after it
+    # this process's own write while a section is open: its reads see it
+    r3 = record(content="fig")
+    with a.reading(f):
+        a.nearest(f, unit(1), 5)
+        a.insert(r3, unit(3), event(r3))
+        assert ids(a.nearest(f, unit(3), 1)) == [r3.id]
+        assert a.rank_columns("t1", [r3.id], scope=f).found.tolist() == [True]
+        assert set(a.get_many("t1", [r3.id], scope=f)) == {r3.id}
+    # sections do not nest, nor hold anything after they end
+    with a.reading(f), a.reading(f):
+        pass
+    assert getattr(a._local, "pinned", None) is None
+
+
 def test_rank_fields_inside_a_write_section_are_the_sections(db: Path) -> None:
     s = open_store(db)
     f = F(user_id="u1")

@@ -313,6 +313,20 @@ def test_rank_columns_are_the_rank_fields_in_order(store: Store, mk: Maker) -> N
     assert empty.found.shape == (0,) and empty.session_id == []
 
 
+def test_a_read_section_sees_what_was_committed_before_it(store: Store, mk: Maker) -> None:
+    f = F(user_id="u1")
+    a = mk.add(content="apricot jam")
+    store.nearest(f, unit(0), 5)  # a store may now hold the scope
+    b = mk.add(content="apricot tart")
+    with store.reading(f):
+        assert set(ids(store.nearest(f, unit(0), 5))) == {a.id, b.id}
+        assert store.rank_columns("t1", [a.id, b.id], scope=f).found.all()
+        assert set(store.get_many("t1", [a.id, b.id], scope=f)) == {a.id, b.id}
+        assert set(ids(store.keyword_search(f, "apricot", 5))) == {a.id, b.id}
+    with store.reading(F(user_id="nobody")):
+        assert store.nearest(F(user_id="nobody"), unit(0), 5) == []
+
+
 def test_access_fields_match_the_records(store: Store, mk: Maker) -> None:
     a = mk.add(memory_type=MemoryType.DECISION, tier=Tier.MEDIUM, access_count=4,
                importance=0.8, relevance=0.6, decay_rate=0.03, pinned=True,

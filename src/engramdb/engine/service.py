@@ -812,8 +812,8 @@ class MemoryService:
                for sims in dense]
         key = [np.fromiter((kw.get(mid, 0.0) for mid in candidates), np.float64, n)
                for kw in sparse]
-        per_variant = [weighted_many(self.weights, s, k, cols.importance, rel)
-                       for s, k in zip(sem, key, strict=True)]
+        per_variant = [weighted_many(self.weights, sem_v, key_v, cols.importance, rel)
+                       for sem_v, key_v in zip(sem, key, strict=True)]
         # the best variant of each memory (the first of equals)
         best_of = None
         score = per_variant[0]
