@@ -276,9 +276,10 @@ KW_CACHE_POSTINGS = 500_000
 #: Users remembered as searched once (a second search caches their postings).
 KW_SEEN_SCOPES = 10_000
 #: A user whose first search matches this many postings through FTS5 has its postings built
-#: at once, without waiting for a second search: FTS5 costs such a user milliseconds a
-#: search (1,800 memories: ~400 matches a query, 10-40 ms beside the model), the build
-#: ~0.2 s once.
+#: by that search, after its FTS5 query: FTS5 costs such a user milliseconds a search
+#: (1,800 memories: ~400 matches a query, 10-40 ms beside the model), the build ~0.15 s
+#: once. Built in the background instead, the next ~20 searches waited on FTS5 and on
+#: the builder's hold of the GIL (20-90 ms each).
 KW_BUILD_AT_MATCHES = 200
 # The whole rows of search hits are held next to their user's partition, up to ROW_CACHE_ROWS
 # over all users (the least recently returned dropped first; ~1-2 KB each): reading ten
@@ -1114,6 +1115,7 @@ class SQLiteStore:
         own = not conn.in_transaction
         if own:
             conn.execute("BEGIN")
+        large: tuple[str, str] | None = None
         try:
             idfs = self._kw_stats.idf(filters.tenant_id, words)
             top = None if filters.needs_row_filter() else k
@@ -1127,14 +1129,24 @@ class SQLiteStore:
                 scores = self._keyword_fts5(conn, words, idfs, column, weights, prefix)
                 key = _scope_key(filters)
                 if key is not None and len(scores) >= KW_BUILD_AT_MATCHES:
-                    with self._cache_lock:
-                        held_at_all = key in self._kw_scopes
-                    if not held_at_all:  # a large user, searched for the first time
-                        self._kw_request(key)
+                    large = key
             return self._keyword_top(conn, filters, scores, k)
         finally:
             if own:
                 conn.execute("COMMIT")
+            if large is not None:  # a large user's first search: build its postings
+                # here, or in the background when called inside a caller's transaction
+                (self._kw_build_here if own else self._kw_request)(large)
+
+    def _kw_build_here(self, key: tuple[str, str]) -> None:
+        """Build a user's postings on this thread, unless they are held, being built or
+        too large (after the search's own snapshot: the build reads its own)."""
+        with self._cache_lock:
+            if (key in self._kw_scopes or key in self._kw_building
+                    or key in self._kw_oversized or self._closed):
+                return
+            self._kw_building.add(key)
+        self._kw_build(key)
 
     def _keyword_fts5(self, conn: sqlite3.Connection, words: builtins.list[str],
                       idfs: dict[str, float | None], column: str, weights: str,
@@ -1223,7 +1235,8 @@ class SQLiteStore:
 
     def _kw_build(self, key: tuple[str, str]) -> None:
         """Build a user's postings from one snapshot of its rows and hold them (on the
-        builder thread, with its own reader connection)."""
+        builder thread, or on a large user's first search: the thread's reader connection,
+        outside any transaction)."""
         try:
             if self._closed:
                 return
