@@ -190,13 +190,16 @@ class Partition:
         rows[~found] = 0  # a row of the arrays (capacity >= 16), masked below
         importance = self.importance[rows]
         found &= importance == importance  # NaN: not known here
+        every = bool(found.all())  # as a rule: then no blanking (each step costs, cold)
 
         def held(column: npt.NDArray[Any], blank: Any) -> npt.NDArray[Any]:
-            return np.where(found, column[rows], blank)
+            return column[rows] if every else np.where(found, column[rows], blank)
 
         session = self.session[rows]
-        session[~found] = None
-        return RankColumns(found, np.where(found, importance, 0.0), held(self.relevance, 0.0),
+        if not every:
+            session[~found] = None
+            importance = np.where(found, importance, 0.0)
+        return RankColumns(found, importance, held(self.relevance, 0.0),
                            held(self.decay, 0.0), held(self.pinned, False),
                            held(self.created, 0.0), held(self.accessed, math.nan),
                            session.tolist())
