@@ -279,28 +279,32 @@ class Partition:
         for mid in exclude:
             if (i := self.pos.get(mid)) is not None and i < n:
                 mask[i] = False
-        idx = np.flatnonzero(mask)
-        if idx.size == 0:
+        # One product over the block beats gathering the masked rows first; when every
+        # row passes (as a rule: expiry is rare), the product is the candidates' scores
+        # (right after the model, each numpy step saved is ~5-10 µs).
+        every = bool(mask.all())
+        idx = None if every else np.flatnonzero(mask)
+        if idx is not None and idx.size == 0:
             return [], []
-        # One product over the block beats gathering the masked rows first.
         full = self.mat[:n] @ query
-        sims = full[idx]
+        sims = full if idx is None else full[idx]
         if k <= 0:
             top = np.empty(0, dtype=np.intp)
         elif sims.size > k:
-            top = np.argpartition(-sims, k - 1)[:k]
+            top = np.argpartition(sims, sims.size - k)[sims.size - k:]
             top = top[np.argsort(-sims[top], kind="stable")]
         else:
             top = np.argsort(-sims, kind="stable")
+        rows_of_top = top if idx is None else idx[top]
         # whole arrays to Python at once (a numpy scalar per hit cost ~0.1 µs each)
-        hits = list(zip(self.ids[idx[top]].tolist(), sims[top].tolist(), strict=True))
+        hits = list(zip(self.ids[rows_of_top].tolist(), sims[top].tolist(), strict=True))
         extra: list[tuple[str, float]] = []
         if include:
             chosen = {mid for mid, _ in hits}
             pos = self.pos
             rows = [(mid, i) for mid in include
                     if mid not in chosen and (i := pos.get(mid)) is not None and i < n
-                    and mask[i]]
+                    and (every or mask[i])]
             if rows:
                 picked = full[[i for _, i in rows]].tolist()
                 extra = [(mid, x) for (mid, _), x in zip(rows, picked, strict=True)]
