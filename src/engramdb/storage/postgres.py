@@ -391,6 +391,17 @@ def _utc(dt: datetime | None) -> datetime | None:
     return None if dt is None else dt.astimezone(UTC)
 
 
+_RANK_SELECT = ("m.importance, m.relevance, m.decay_rate, m.pinned, m.created_at, "
+                "m.last_accessed_at, m.session_id")
+
+
+def _rank_fields(columns: Sequence[Any]) -> RankFields:
+    """RankFields from the _RANK_SELECT columns of a row."""
+    importance, relevance, decay, pinned, created, accessed, session = columns
+    return RankFields(importance, relevance, decay, bool(pinned), created.timestamp(),
+                      None if accessed is None else accessed.timestamp(), session)
+
+
 def _record(row: Sequence[Any]) -> MemoryRecord:
     v = dict(zip(_COLUMNS, row, strict=True))
     created, updated = _utc(v["created_at"]), _utc(v["updated_at"])
@@ -761,16 +772,8 @@ class PostgresStore:
 
     def rank_fields(self, tenant_id: str, memory_ids: Sequence[str],
                     scope: Filters | None = None) -> dict[str, RankFields]:
-        out = {}
-        for mid, importance, relevance, decay, pinned, created, accessed, session in (
-                self._rows_by_id(
-                    "SELECT m.id, m.importance, m.relevance, m.decay_rate, m.pinned, "
-                    "m.created_at, m.last_accessed_at, m.session_id FROM memories m",
-                    tenant_id, memory_ids)):
-            out[mid] = RankFields(importance, relevance, decay, bool(pinned),
-                                  created.timestamp(),
-                                  None if accessed is None else accessed.timestamp(), session)
-        return out
+        return {mid: _rank_fields(rank) for mid, *rank in self._rows_by_id(
+            f"SELECT m.id, {_RANK_SELECT} FROM memories m", tenant_id, memory_ids)}
 
     def reading(self, filters: Filters) -> AbstractContextManager[None]:
         return nullcontext()  # every read is its own statement anyway
@@ -781,12 +784,10 @@ class PostgresStore:
 
     def access_fields(self, tenant_id: str,
                       memory_ids: Sequence[str]) -> dict[str, AccessFields]:
-        types = {mid: (MemoryType(mtype), Tier(tier), count) for mid, mtype, tier, count in
-                 self._rows_by_id("SELECT m.id, m.memory_type, m.tier, m.access_count "
-                                  "FROM memories m", tenant_id, memory_ids)}
-        # (a row deleted between the two reads is left out, as a missing id)
-        return {mid: AccessFields(*types[mid], rank)
-                for mid, rank in self.rank_fields(tenant_id, list(types)).items()}
+        return {mid: AccessFields(MemoryType(mtype), Tier(tier), count, _rank_fields(rank))
+                for mid, mtype, tier, count, *rank in self._rows_by_id(
+                    f"SELECT m.id, m.memory_type, m.tier, m.access_count, {_RANK_SELECT} "
+                    "FROM memories m", tenant_id, memory_ids)}
 
     def get_vector(self, tenant_id: str, memory_id: str) -> Vector | None:
         with self._conn() as conn:
