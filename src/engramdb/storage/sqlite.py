@@ -1139,14 +1139,21 @@ class SQLiteStore:
                 (self._kw_build_here if own else self._kw_request)(large)
 
     def _kw_build_here(self, key: tuple[str, str]) -> None:
-        """Build a user's postings on this thread, unless they are held, being built or
-        too large (after the search's own snapshot: the build reads its own)."""
+        """Build a user's postings on this thread, unless they are held already or
+        `_kw_claim` refuses (after the search's own snapshot: the build reads its own)."""
         with self._cache_lock:
-            if (key in self._kw_scopes or key in self._kw_building
-                    or key in self._kw_oversized or self._closed):
+            if key in self._kw_scopes or not self._kw_claim(key):
                 return
-            self._kw_building.add(key)
         self._kw_build(key)
+
+    def _kw_claim(self, key: tuple[str, str]) -> bool:
+        """Mark a user's postings as being built, unless they are being built, were found
+        too large for the budget (such a user stays with FTS5 in this process) or the
+        store is closing (under _cache_lock)."""
+        if key in self._kw_building or key in self._kw_oversized or self._closed:
+            return False
+        self._kw_building.add(key)
+        return True
 
     def _keyword_fts5(self, conn: sqlite3.Connection, words: builtins.list[str],
                       idfs: dict[str, float | None], column: str, weights: str,
@@ -1221,12 +1228,10 @@ class SQLiteStore:
         return None
 
     def _kw_request(self, key: tuple[str, str]) -> None:
-        """Have the user's postings built in the background, unless they are being built or
-        were found too large for the budget (such a user stays with FTS5 in this process)."""
+        """Have the user's postings built in the background, unless `_kw_claim` refuses."""
         with self._cache_lock:
-            if key in self._kw_building or key in self._kw_oversized or self._closed:
+            if not self._kw_claim(key):
                 return
-            self._kw_building.add(key)
         try:
             self._kw_builder.submit(self._kw_build, key)
         except RuntimeError:  # closing
