@@ -100,8 +100,10 @@ class IndexTerms:
             self._conn.close()
 
 
-def bm25_tf(tf: int, tokens: int, avgdl: float) -> float:
-    """FTS5 bm25()'s term part for a row: `tf` occurrences in a row of `tokens` tokens."""
+def bm25_tf(tf: npt.NDArray[np.float64], tokens: npt.NDArray[np.float64],
+            avgdl: float) -> npt.NDArray[np.float64]:
+    """FTS5 bm25()'s term part for rows: `tf` occurrences in rows of `tokens` tokens (each
+    element as FTS5 computes it for one row)."""
     return (tf * (K1 + 1.0)) / (tf + K1 * (1.0 - B + B * tokens / avgdl))
 
 
@@ -221,8 +223,7 @@ class ScopeKeywords:
             tf = np.fromiter(rows.values(), dtype=np.float64, count=len(rows))
         else:
             _, slots, _, tf = found
-        tokens = self._tokens[slots]
-        part = (tf * (K1 + 1.0)) / (tf + K1 * (1.0 - B + B * tokens / avgdl))  # bm25_tf
+        part = bm25_tf(tf, self._tokens[slots], avgdl)
         self._packed[term] = (avgdl, slots, part, tf)
         return slots, part
 
