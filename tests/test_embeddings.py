@@ -39,6 +39,7 @@ from engramdb.embeddings.onnx_minilm import (
     EXACT_INSTALL_HINT,
     FP32_MODEL_SHA256,
     PACKAGED_MODEL_SHA256,
+    POOLED_OUTPUT,
     SAFETENSORS_SHA256,
     ExactModelUnavailableError,
     _default_model_path,
@@ -348,7 +349,46 @@ def test_fp32_graph_is_the_fused_one(fp32_model: bytes) -> None:
     assert ops.count("SkipLayerNormalization") == 12
     assert ops.count("BiasGelu") == 6
     assert ops[0] == "EmbedLayerNormalization"
-    assert len(ops) == 1 + 6 * 7
+    # then the pooling: mask weights (2), masked sum (2), count (2), mean, norm (3)
+    assert ops[1 + 6 * 7:] == ["Cast", "Unsqueeze", "Mul", "ReduceSum", "ReduceSum", "Max",
+                               "Div", "ReduceL2", "Max", "Div"]
+
+
+@pytest.mark.parametrize("lengths", [[9], [1, 17, 4], [30, 30], [2, 256]])
+def test_fp32_graph_pools_as_numpy_does(embedder: MiniLMEmbedder, lengths: list[int]) -> None:
+    # The built graph pools and normalises itself (POOLED_OUTPUT); numpy pools the other
+    # graphs. Both must give the same vectors for the same hidden states, padding included,
+    # and the embedder must take the graph's.
+    import onnxruntime as ort
+
+    assert embedder._output == POOLED_OUTPUT
+    session = ort.InferenceSession(str(embedder.model_path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(len(lengths))
+    width = max(lengths)
+    ids = np.zeros((len(lengths), width), dtype=np.int32)
+    mask = np.zeros_like(ids)
+    for row, n in enumerate(lengths):
+        ids[row, :n] = rng.integers(1000, 30000, n)
+        mask[row, :n] = 1
+    pooled, hidden = session.run([POOLED_OUTPUT, "last_hidden_state"], {
+        "input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})
+    want = _mean_pool_normalise(hidden, mask)
+    assert pooled.shape == (len(lengths), DIMENSION) and pooled.dtype == np.float32
+    np.testing.assert_allclose(pooled, want, rtol=0, atol=2e-7)
+    # padding changes nothing: each row alone gives its vector
+    for row, n in enumerate(lengths):
+        (alone,) = session.run([POOLED_OUTPUT], {
+            "input_ids": ids[row:row + 1, :n], "attention_mask": mask[row:row + 1, :n],
+            "token_type_ids": np.zeros_like(ids[row:row + 1, :n])})
+        np.testing.assert_allclose(alone[0], pooled[row], rtol=0, atol=1e-5)
+
+
+def test_other_graphs_are_pooled_in_numpy(reference: dict[str, Any]) -> None:
+    model = MiniLMEmbedder(precision="int8")
+    try:
+        assert model._output == "last_hidden_state"
+    finally:
+        model.close()
 
 
 @pytest.mark.parametrize("change", ["extra tensor", "wrong shape", "missing tensor"])
