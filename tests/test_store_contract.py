@@ -567,6 +567,21 @@ def test_nearest_is_best_first_cosine(store: Store, mk: Maker) -> None:
     assert ids(best) == [some] and best[0][1] == pytest.approx(1.0, abs=1e-5)
 
 
+def test_nearest_unordered_gives_the_same_memories(store: Store, mk: Maker) -> None:
+    for i in range(40):
+        mk.add(user_id=("u1", "u2")[i % 2], agent_id=("a1", "a2", None)[i % 3])
+    outside = [r.id for r in mk.records.values() if r.user_id == "u2"][:3]
+    for seed in range(4):
+        q = unit(seed)
+        for f in (F(user_id="u1"), F(user_id="u1", agent_id="a1"), F()):
+            for k in (1, 5, 20, 100):
+                for include in ((), outside, list(mk.records)):
+                    want = store.nearest(f, q, k, include=include)
+                    got = store.nearest(f, q, k, include=include, ordered=False)
+                    assert sorted(got) == sorted(want), (f, k, len(include))
+                    assert len(ids(got)) == len(set(ids(got)))
+
+
 def test_nearest_merges_users_best_first(store: Store, mk: Maker) -> None:
     for i in range(30):
         mk.add(user_id=("u1", "u2", "u3", None)[i % 4])

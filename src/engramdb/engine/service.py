@@ -793,7 +793,7 @@ class MemoryService:
         sparse = keyword()  # done by now, as a rule: it runs while the model embeds
         # the keyword hits are scored semantically in the same pass as the nearest
         matched = set().union(*sparse)
-        dense = [dict(self.store.nearest(f, vectors[i], n, include=matched))
+        dense = [dict(self.store.nearest(f, vectors[i], n, include=matched, ordered=False))
                  for i, n in enumerate(wanted)]
         pool = set().union(*dense, *sparse)
         for i, sims in enumerate(dense):

@@ -912,7 +912,9 @@ class PostgresStore:
         return sql, params
 
     def nearest(self, filters: Filters, vector: Vector, k: int,
-                include: Collection[str] = ()) -> builtins.list[tuple[str, float]]:
+                include: Collection[str] = (), ordered: bool = True
+                ) -> builtins.list[tuple[str, float]]:
+        # the index's order costs nothing here: `ordered` is kept either way
         hits = self._nearest(filters, vector, k)
         if include:
             chosen = {mid for mid, _ in hits}

@@ -1416,7 +1416,8 @@ class SQLiteStore:
         return views
 
     def nearest(self, filters: Filters, vector: Vector, k: int,
-                include: Collection[str] = ()) -> builtins.list[tuple[str, float]]:
+                include: Collection[str] = (), ordered: bool = True
+                ) -> builtins.list[tuple[str, float]]:
         conn = self._conn()
         parts = self._partitions(conn, filters)
         if not parts:
@@ -1436,7 +1437,8 @@ class SQLiteStore:
         for part, exclude in parts:
             with self._cache_lock:
                 top, more = part.search_with(query, k, held, allowed=allowed,
-                                             exclude=exclude, include=include)
+                                             exclude=exclude, include=include,
+                                             ordered=ordered or len(parts) > 1)
             hits.extend(top)
             extra.extend(more)
         if len(parts) > 1:
