@@ -690,6 +690,21 @@ def test_lone_caller_runs_inline_and_busy_model_queues_the_rest() -> None:
         batcher.close()
 
 
+def test_lone_callers_leave_the_idle_worker_asleep() -> None:
+    # Only a worker holding queued requests needs to hear that an inline run ended; an
+    # idle one woken after every lone query would spend a wake-up on nothing each time.
+    fake = FakeEmbedder()
+    batcher = MicroBatcher(fake, max_batch=16)
+    try:
+        for i in range(20):
+            batcher.embed([f"alone {i}"])
+        time.sleep(0.05)  # a woken worker would have counted by now
+        assert batcher.stats().inline_batches == 20
+        assert batcher.idle_wakeups == 0
+    finally:
+        batcher.close()
+
+
 def test_misbehaving_inner_embedder_is_an_error_not_a_hang() -> None:
     fake = FakeEmbedder()
     batcher = MicroBatcher(fake)
