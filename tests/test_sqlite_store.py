@@ -1510,3 +1510,26 @@ def test_counting_visible_memories_reads_the_live_index(db: Path) -> None:
             assert "ix_memories_live" in plan, plan
         assert s.list(f, 10, 0)[1] == total
     s.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=st.one_of(
+    st.lists(st.text(max_size=12), max_size=5),
+    st.dictionaries(st.text(max_size=6), st.one_of(st.integers(), st.text(max_size=6),
+                                                  st.lists(st.integers(), max_size=3)),
+                    max_size=4),
+    st.lists(st.one_of(st.integers(), st.none()), max_size=4)))
+def test_record_json_fields_parse_as_json_and_are_never_shared(value: Any) -> None:
+    # short lists of strings are parsed once and copied: each record must get its own
+    from engramdb.storage import sqlite as sqlite_mod
+
+    text = json.dumps(value)
+    first = sqlite_mod._json(text)
+    assert first == value and type(first) is type(value)
+    if isinstance(first, list):
+        first.append("mutated")
+    else:
+        first["mutated"] = 1
+    second = sqlite_mod._json(text)
+    assert second == value and second is not first
+    assert len(sqlite_mod._FLAT_LISTS) <= sqlite_mod._FLAT_LISTS_MAX
