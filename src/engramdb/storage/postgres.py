@@ -914,7 +914,8 @@ class PostgresStore:
     def nearest(self, filters: Filters, vector: Vector, k: int,
                 include: Collection[str] = (), ordered: bool = True
                 ) -> builtins.list[tuple[str, float]]:
-        # the index's order costs nothing here: `ordered` is kept either way
+        # the index returns the hits best first at no extra cost, so they come ordered
+        # whatever `ordered` asks
         hits = self._nearest(filters, vector, k)
         if include:
             chosen = {mid for mid, _ in hits}
