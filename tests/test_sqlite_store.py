@@ -1091,6 +1091,50 @@ def test_rank_fields_held_in_partitions_follow_every_change(db: Path) -> None:
         s.close()
 
 
+def test_a_users_first_rows_read_bring_all_its_active_rows_once(
+        db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = open_store(db)
+    f = F(user_id="u1")
+    mine = [record(user_id="u1", status=Status.SUPERSEDED if i == 0 else Status.ACTIVE)
+            for i in range(6)]
+    other = record(user_id="u2")
+    for n, r in enumerate([*mine, other]):
+        a.insert(r, unit(n + 1), event(r))
+    active = {r.id for r in mine[1:]}
+    a.nearest(f, unit(0), 5)  # the partition, loaded as a search loads it
+    part = a._cache[("t1", "u1")]
+    asked = [mine[1].id, other.id, "missing"]
+    got = a.get_many("t1", asked, scope=f)
+    # the answer is what was asked (and exists), as the rows give it
+    assert got == a.get_many("t1", asked) and set(got) == {mine[1].id, other.id}
+    # every active row of the user is held, not the superseded one
+    assert set(part.rows) == active
+    assert a.get_many("t1", [mine[0].id], scope=f) == a.get_many("t1", [mine[0].id])
+    assert set(part.rows) == active | {mine[0].id}
+    before = a.rows_in_memory
+    rest = [r.id for r in mine[2:]]
+    assert a.get_many("t1", rest, scope=f) == a.get_many("t1", rest)
+    assert a.rows_in_memory - before == len(rest)
+    # once a partition: a row dropped by a write is read back alone
+    changed = replace(mine[2], content="changed since")
+    a.update(changed, None, event(changed, "update"))
+    assert a._cache[("t1", "u1")] is part and mine[2].id not in part.rows
+    held = set(part.rows)
+    reads: list[int] = []
+    hold = a._hold_rows
+    monkeypatch.setattr(a, "_hold_rows", lambda *args: reads.append(len(args[-1])) or hold(*args))
+    assert a.get_many("t1", [mine[2].id], scope=f)[mine[2].id].content == "changed since"
+    assert set(part.rows) == held | {mine[2].id} and reads == [1]
+    a.close()
+    # a user with more active rows than ROW_FILL_ROWS: only what is asked is read
+    monkeypatch.setattr(sqlite_mod, "ROW_FILL_ROWS", 4)
+    b = open_store(db)
+    b.nearest(f, unit(0), 5)
+    assert b.get_many("t1", [mine[1].id], scope=f) == b.get_many("t1", [mine[1].id])
+    assert set(b._cache[("t1", "u1")].rows) == {mine[1].id}
+    b.close()
+
+
 def test_held_rank_fields_and_rows_settle_to_the_rows_under_concurrency(db: Path) -> None:
     """Writers, access flushes and readers of one store race; once they stop, what its
     partitions hold (patched in place all along) must be what the rows say. Then the same

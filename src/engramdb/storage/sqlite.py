@@ -286,6 +286,11 @@ KW_BUILD_AT_MATCHES = 200
 # over all users (the least recently returned dropped first; ~1-2 KB each): reading ten
 # rows back after the model had evicted the caches took ~0.3 ms of a search.
 ROW_CACHE_ROWS = 10_000
+# A user's first hits read from the database have all the user's active rows read with them,
+# once per partition, when there are at most ROW_FILL_ROWS: a search of a large user found
+# ~4 of its 10 hits held after 300 searches, and read the rest back at ~50 µs a row after the
+# model (1,828 active rows: ~40 ms once, then get_many 350 -> 130 µs a search).
+ROW_FILL_ROWS = ROW_CACHE_ROWS // 4
 _UPDATE = (
     "UPDATE memories SET "
     + ", ".join(f"{c} = ?" for c in _COLUMNS if c not in ("tenant_id", "id"))
@@ -960,12 +965,31 @@ class SQLiteStore:
             self.rows_in_memory += len(rows)
         missing = [mid for mid in memory_ids if mid not in rows]
         if missing:
-            read = builtins.list(self._rows_by_id(_SELECT, tenant_id, missing))
+            read: builtins.list[tuple[Any, ...]] = []
+            if current is not None and self._claim_fill(current[1]):
+                read = self._conn().execute(
+                    f"{_SELECT} WHERE m.tenant_id = ? AND m.user_key = ? "
+                    "AND m.status = 'active'", current[0]).fetchall()
+                found = {row[_ID] for row in read}
+                missing = [mid for mid in missing if mid not in found]
+            if missing:
+                read.extend(self._rows_by_id(_SELECT, tenant_id, missing))
+            wanted = set(memory_ids)
             for row in read:
-                rows[row[_ID]] = row
+                if row[_ID] in wanted:
+                    rows[row[_ID]] = row
             if current is not None:
                 self._hold_rows(*current, read)
         return {mid: _record(row) for mid, row in rows.items()}
+
+    def _claim_fill(self, part: Partition) -> bool:
+        """Whether this caller reads all of the partition's active rows now (ROW_FILL_ROWS):
+        true once a partition, for the first caller that misses rows of it."""
+        with self._cache_lock:
+            if part.rows_filled or part.n_active > ROW_FILL_ROWS:
+                return False
+            part.rows_filled = True
+            return True
 
     def _hold_rows(self, key: tuple[str, str], part: Partition, versions: tuple[int, int],
                    read: builtins.list[tuple[Any, ...]]) -> None:

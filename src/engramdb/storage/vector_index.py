@@ -66,7 +66,7 @@ class Partition:
 
     __slots__ = ("access_version", "accessed", "active", "agent", "created", "decay", "dim",
                  "expires", "ids", "importance", "mat", "n", "n_active", "namespace", "pinned",
-                 "pos", "relevance", "rowids", "rows", "session", "version")
+                 "pos", "relevance", "rowids", "rows", "rows_filled", "session", "version")
 
     def __init__(self, dim: int, capacity: int = 16, version: int = 0,
                  access_version: int = 0) -> None:
@@ -98,6 +98,9 @@ class Partition:
         # whole database rows of some memories held here (search hits), which the store
         # reads and keeps coherent itself
         self.rows: dict[str, tuple[Any, ...]] = {}
+        # whether the store has read all the active rows into `rows` once (it does that at
+        # most once a partition: rows dropped later are read again one by one)
+        self.rows_filled = False
 
     def _grow(self) -> None:
         cap = self.mat.shape[0] * 2
