@@ -139,8 +139,8 @@ class ScopeKeywords:
     packed into arrays of slots and term parts when a query first needs them, again after
     a write changes them."""
 
-    __slots__ = ("_active", "_expires", "_free", "_packed", "_rowid", "_slot", "_tokens",
-                 "postings", "rows", "size", "version")
+    __slots__ = ("_active", "_expires", "_free", "_memory_id", "_packed", "_rowid", "_slot",
+                 "_tokens", "postings", "rows", "size", "version")
 
     def __init__(self, version: int) -> None:
         self.version = version
@@ -154,6 +154,7 @@ class ScopeKeywords:
         # per slot: the row's tokens, rowid, and the filters checked on every search
         self._tokens = np.zeros(16, dtype=np.float64)
         self._rowid = np.zeros(16, dtype=np.int64)
+        self._memory_id = np.zeros(16, dtype=object)
         self._active = np.zeros(16, dtype=bool)
         self._expires = np.zeros(16, dtype=np.float64)
         #: term -> (average row length, slots, bm25_tf at that length, occurrences) of its
@@ -185,12 +186,13 @@ class ScopeKeywords:
         else:
             slot = len(self._slot)
             if slot == self._tokens.shape[0]:
-                for name in ("_tokens", "_rowid", "_active", "_expires"):
+                for name in ("_tokens", "_rowid", "_memory_id", "_active", "_expires"):
                     old = getattr(self, name)
                     setattr(self, name, np.concatenate([old, np.zeros_like(old)]))
         self._slot[rowid] = slot
         self._tokens[slot] = row.tokens
         self._rowid[slot] = rowid
+        self._memory_id[slot] = memory_id
         self._active[slot] = active
         self._expires[slot] = row.expires
 
@@ -260,6 +262,11 @@ class ScopeKeywords:
         order = np.lexsort((rowids, -scores))
         rows = self.rows
         narrow = held.agent is not ANY or held.session is not ANY or held.namespace is not ANY
+        if k is not None and not narrow:
+            # every row left passes: the k best, whole arrays to Python at once
+            order = order[:k]
+            return list(zip(rowids[order].tolist(), scores[order].tolist(),
+                            self._memory_id[hit[order]].tolist(), strict=True))
         out: list[tuple[int, float, str]] = []
         for rowid, score in zip(rowids[order].tolist(), scores[order].tolist(), strict=True):
             row = rows[rowid]
