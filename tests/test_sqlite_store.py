@@ -1091,6 +1091,27 @@ def test_rank_fields_held_in_partitions_follow_every_change(db: Path) -> None:
         s.close()
 
 
+def test_an_access_flush_checkpoints_the_wal_before_its_transaction(db: Path) -> None:
+    """Not in its COMMIT, where the checkpoint would delay the patch of the partitions."""
+    a = open_store(db)
+    r = record()
+    a.insert(r, unit(1), event(r))
+    statements: list[str] = []
+    a._writer.set_trace_callback(statements.append)
+    a.apply_access("t1", [AccessUpdate(r.id, 1, T0 + timedelta(days=1), 0.7, 0.03,
+                                       Tier.SHORT)])
+    begin = statements.index("BEGIN IMMEDIATE")
+    assert "PRAGMA wal_checkpoint(PASSIVE)" in statements[:begin]
+    # nested in a write section, the flush is part of it: no checkpoint inside
+    statements.clear()
+    with a.atomic("t1", None):
+        a.apply_access("t1", [AccessUpdate(r.id, 1, T0 + timedelta(days=2), 0.7, 0.03,
+                                           Tier.SHORT)])
+    assert not any("checkpoint" in x for x in statements)
+    assert a.get("t1", r.id).access_count == r.access_count + 2  # type: ignore[union-attr]
+    a.close()
+
+
 def test_a_users_first_rows_read_bring_all_its_active_rows_once(
         db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     a = open_store(db)
