@@ -440,6 +440,7 @@ def test_partition_matches_brute_force(ops: list[tuple[Any, ...]], qseed: int, k
     # the bookkeeping: the active rows first
     assert part.n == len(model) == len(part.pos)
     assert part.n_active == sum(r["active"] for r in model.values())
+    assert part.n_expiring == sum(r["expires"] != np.inf for r in model.values())
     assert part.active[: part.n_active].all() and not part.active[part.n_active : part.n].any()
     for mid, i in part.pos.items():
         assert 0 <= i < part.n and part.ids[i] == mid
