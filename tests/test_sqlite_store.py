@@ -1092,6 +1092,53 @@ def test_rank_fields_held_in_partitions_follow_every_change(db: Path) -> None:
         s.close()
 
 
+def test_access_fields_come_from_held_rows_only_while_they_are_current(db: Path) -> None:
+    a, b = open_store(db), open_store(db)
+    f = F(user_id="u1")
+    mine = [record(user_id="u1", importance=0.1 * i, memory_type=MemoryType.FACT)
+            for i in range(4)]
+    other = record(user_id="u2")
+    for n, r in enumerate([*mine, other]):
+        a.insert(r, unit(n + 1), event(r))
+    every = [r.id for r in [*mine, other]] + ["missing"]
+
+    def check(from_memory: int) -> None:
+        before = a.access_in_memory
+        got = a.access_fields("t1", every)
+        assert a.access_in_memory - before == from_memory
+        assert got == b.access_fields("t1", every)  # b holds nothing: from the rows
+        assert set(got) == set(every) - {"missing"}
+
+    check(0)  # nothing held yet
+    a.nearest(f, unit(0), 5)
+    a.get_many("t1", [mine[0].id], scope=f)  # holds every active row of u1
+    check(4)
+    # this store's flush patches the held rows: still current, still equal
+    a.apply_access("t1", [AccessUpdate(mine[1].id, 3, T0 + timedelta(days=2), 0.9, 0.05,
+                                       Tier.MEDIUM)])
+    check(4)
+    assert a.access_fields("t1", [mine[1].id])[mine[1].id].tier is Tier.MEDIUM
+    # another store's flush or write: the held rows are behind, the rows answer
+    b.apply_access("t1", [AccessUpdate(mine[2].id, 1, T0 + timedelta(days=3), 0.4, 0.02,
+                                       Tier.SHORT)])
+    check(0)
+    a.nearest(f, unit(0), 5)
+    a.get_many("t1", [mine[2].id], scope=f)  # rank fields read again, that row held again
+    check(1)
+    changed = replace(mine[3], importance=0.95)
+    b.update(changed, None, event(changed, "update"))
+    check(0)
+    # reloaded after b's write, the partition holds every active row again; inside a
+    # write section, the rows answer
+    a.nearest(f, unit(0), 5)
+    a.get_many("t1", [mine[3].id], scope=f)
+    with a.atomic("t1", "u1"):
+        check(0)
+    check(4)
+    for s_ in (a, b):
+        s_.close()
+
+
 def test_an_access_flush_checkpoints_the_wal_before_its_transaction(db: Path) -> None:
     """Not in its COMMIT, where the checkpoint would delay the patch of the partitions."""
     a = open_store(db)
