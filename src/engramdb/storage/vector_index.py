@@ -66,8 +66,8 @@ class Partition:
 
     __slots__ = ("access_version", "accessed", "active", "agent", "created", "decay", "dim",
                  "expires", "ids", "importance", "mat", "n", "n_active", "n_expiring",
-                 "namespace", "pinned",
-                 "pos", "relevance", "rowids", "rows", "rows_filled", "session", "version")
+                 "namespace", "pinned", "pos", "relevance", "rowids", "rows", "rows_filled",
+                 "session", "version")
 
     def __init__(self, dim: int, capacity: int = 16, version: int = 0,
                  access_version: int = 0) -> None:
