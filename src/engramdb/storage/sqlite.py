@@ -1054,15 +1054,13 @@ class SQLiteStore:
         """From the rows held by partitions at the database's versions (the hits of
         searches, as a rule: a flush reads what searches returned), the others read. An
         access flush of ~650 rows spent 28-49 ms reading them, beside the searches."""
-        out = {mid: AccessFields(MemoryType(row[_AT_TYPE]), Tier(row[_AT_TIER]),
-                                 row[_AT_COUNT], RankFields(*_rank_of(
-                                     [row[i] for i in _AT_RANK]), row[_AT_SESSION]))
+        out = {mid: _access_of(row[_AT_TYPE], row[_AT_TIER], row[_AT_COUNT],
+                               row[_AT_SESSION], [row[i] for i in _AT_RANK])
                for mid, row in self._held_rows(tenant_id, memory_ids).items()}
         self.access_in_memory += len(out)
         rest = [mid for mid in memory_ids if mid not in out]
         if rest:
-            out.update({mid: AccessFields(MemoryType(mtype), Tier(tier), count,
-                                          RankFields(*_rank_of(rank), session))
+            out.update({mid: _access_of(mtype, tier, count, session, rank)
                         for mid, mtype, tier, count, session, *rank in self._rows_by_id(
                             "SELECT m.id, m.memory_type, m.tier, m.access_count, "
                             f"m.session_id, {_RANK_SELECT} FROM memories m",
@@ -1856,6 +1854,13 @@ _STATUSES = {e.value: e for e in Status}
 
 
 _ID = _AT["id"]
+
+
+def _access_of(memory_type: str, tier: str, count: int, session: str | None,
+               rank: Sequence[Any]) -> AccessFields:
+    """AccessFields from stored values (the _RANK_SELECT columns as `rank`)."""
+    return AccessFields(_MEMORY_TYPES[memory_type], _TIERS[tier], count,
+                        RankFields(*_rank_of(rank), session))
 
 
 def _accessed(row: tuple[Any, ...], count: int, at: float, relevance: float, decay: float,
