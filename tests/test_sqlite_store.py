@@ -1512,6 +1512,76 @@ def test_migration_0004_builds_the_keyword_index_from_rows(db: Path) -> None:
     s.close()
 
 
+def test_migration_0007_moves_the_access_fields_to_their_own_table(db: Path) -> None:
+    s = open_store(db)
+    rows = [record(content=f"fig {i}", user_id=f"u{i % 3}", tier=list(Tier)[i % 3],
+                   relevance=0.5 + i / 100, decay_rate=0.01 * i, access_count=i,
+                   last_accessed_at=None if i % 2 else T0 + timedelta(hours=i))
+            for i in range(9)]
+    for i, r in enumerate(rows):
+        s.insert(r, unit(i), event(r))
+    s.apply_access("t1", [AccessUpdate(rows[1].id, 2, T0 + timedelta(days=3), 0.9, 0.04,
+                                       Tier.LONG)])
+    before = {r.id: s.get("t1", r.id) for r in rows}
+    s.close()
+    # back to the state before 0007: the access fields in memories
+    raw = sqlite3.connect(db)
+    raw.executescript(
+        """
+        ALTER TABLE memories ADD COLUMN tier TEXT NOT NULL DEFAULT '';
+        ALTER TABLE memories ADD COLUMN relevance REAL NOT NULL DEFAULT 0;
+        ALTER TABLE memories ADD COLUMN decay_rate REAL NOT NULL DEFAULT 0;
+        ALTER TABLE memories ADD COLUMN access_count INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE memories ADD COLUMN last_accessed_at REAL;
+        UPDATE memories SET (tier, relevance, decay_rate, access_count, last_accessed_at) =
+            (SELECT tier, relevance, decay_rate, access_count, last_accessed_at
+             FROM memory_access a WHERE a.memory_rowid = memories.rowid);
+        DROP TABLE memory_access;
+        DELETE FROM schema_migrations WHERE name = '0007_memory_access';
+        """
+    )
+    raw.close()
+    s = open_store(db)
+    assert "0007_memory_access" in applied(db)
+    assert {r.id: s.get("t1", r.id) for r in rows} == before
+    assert before[rows[1].id].access_count == 3 and before[rows[1].id].tier is Tier.LONG
+    raw = sqlite3.connect(db)
+    columns = {r[1] for r in raw.execute("PRAGMA table_info(memories)")}
+    assert columns.isdisjoint(sqlite_mod.ACCESS_COLUMNS) and "importance" in columns
+    assert raw.execute("SELECT count(*) FROM memory_access").fetchone() == (9,)
+    raw.close()
+    # the moved rows are written, listed by tier and deleted like new ones
+    s.apply_access("t1", [AccessUpdate(rows[2].id, 1, T0 + timedelta(days=4), 0.7, 0.02,
+                                       Tier.MEDIUM)])
+    got = s.get("t1", rows[2].id)
+    assert got is not None and got.access_count == 3 and got.tier is Tier.MEDIUM
+    assert s.list(F(tiers=("medium",)), 20, 0)[1] == 3
+    assert s.delete("t1", rows[2].id, event(rows[2], "delete"))
+    assert s.list(F(tiers=("medium",)), 20, 0)[1] == 2
+    s.close()
+
+
+def test_an_access_flush_writes_few_pages_for_many_rows_of_one_user(db: Path) -> None:
+    """An access flush writes the narrow memory_access table, where a user's rows sit side
+    by side, not the memories rows (~5 to a 4 KB page, every user's in insertion order):
+    200 rows of one user among others' dirty a handful of pages, not ~200."""
+    s = open_store(db)
+    mine = []
+    for i in range(600):
+        r = record(content=f"{'long words ' * 60} {i}", user_id="u1" if i % 3 == 0 else f"o{i}")
+        s.insert(r, unit(i), event(r))
+        if r.user_id == "u1":
+            mine.append(r)
+    conn = s._writer
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    s.apply_access("t1", [AccessUpdate(r.id, 1, NOW, 0.9, 0.02, Tier.SHORT) for r in mine])
+    frames = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+    assert 0 < frames <= 20, frames
+    assert all((got := s.get("t1", r.id)) is not None and got.access_count == 1
+               for r in mine)
+    s.close()
+
+
 def test_keyword_terms_are_plain_folded_words() -> None:
     # nothing a caller sends can reach FTS5 as syntax: only runs of letters and digits
     assert keyword_terms('NEAR(a b) OR "x* -y') == ["near", "b", "x", "y"]
@@ -1609,18 +1679,23 @@ def test_keyword_index_is_merged_in_the_background(
 
 def test_counting_visible_memories_reads_the_live_index(db: Path) -> None:
     """The total of a list page counts the tenant's visible memories; the partial index of
-    active memories (migration 0005) answers that without reading the rows."""
+    active memories (migration 0005) answers that without reading the rows, and only what
+    it covers goes to it."""
     s = open_store(db)
     for i in range(6):
-        r = record(content=f"plum {i}", user_id=f"u{i % 2}", session_id="s1" if i < 2 else None)
+        r = record(content=f"plum {i}", user_id=f"u{i % 2}", session_id="s1" if i < 2 else None,
+                   tier=Tier.LONG if i == 5 else Tier.SHORT)
         s.insert(r, unit(i), event(r))
     conn = s._conn()
-    for f, total in ((F(), 6), (F(session_id="s1"), 2), (F(user_id="u1"), 3)):
+    for f, total, live in ((F(), 6, True), (F(session_id="s1"), 2, True),
+                           (F(user_id="u1"), 3, False), (F(tiers=("long",)), 1, False),
+                           (F(include_superseded=True), 6, False)):
         where, params = s._where(f)
-        sql = f"SELECT COUNT(*) FROM memories m WHERE {where}"
+        sql = f"SELECT COUNT(*) FROM {sqlite_mod._from(where)} WHERE {where}"
         plan = " ".join(str(r[-1]) for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
-        if f.user_id is None:
-            assert "ix_memories_live" in plan, plan
+        assert ("ix_memories_live" in plan) is live, plan
+        assert ("SEARCH a " in plan) is bool(f.tiers), plan  # joined only when read
+        assert conn.execute(sql, params).fetchone()[0] == total
         assert s.list(f, 10, 0)[1] == total
     s.close()
 

@@ -347,6 +347,7 @@ class _PostgresDialect:
         "least(700, -m.decay_rate * extract(epoch FROM (%s - coalesce("
         "m.last_accessed_at, m.created_at)))::float8 / 3600.0))) END)"
     )
+    tier = "m.tier"
 
     def time(self, dt: datetime) -> datetime:
         return dt

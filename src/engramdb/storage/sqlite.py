@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import sqlite3
 import threading
 from collections import OrderedDict
@@ -256,12 +257,78 @@ def _access_version(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE partitions ADD COLUMN access_version INTEGER NOT NULL DEFAULT 0")
 
 
+#: What a read changes of a memory (access flushes, lifecycle.py): kept in `memory_access`.
+ACCESS_COLUMNS = ("tier", "relevance", "decay_rate", "access_count", "last_accessed_at")
+
+
+@migrations.step("0007_memory_access")
+def _memory_access(conn: Any) -> None:
+    """The fields an access flush writes move to a narrow table clustered by (tenant, user).
+    In `memories` each flushed row rewrote its 4 KB page (~5 rows of ~800 bytes, of every
+    user, in insertion order): 650 rows of one user dirtied ~420 pages, ~1.7 MB into the WAL
+    each second of a busy user's searches. Here a user's rows are ~100 to a page, next to
+    each other: the same flush dirties ~45 pages and costs a quarter of the time
+    (docs/architecture.md, "What an access flush costs a search")."""
+    total = int(conn.execute("SELECT count(*) FROM memories").fetchone()[0])
+    if total > 10_000:
+        log.warning("moving the access fields of %s memories to their own table "
+                    "(once, ~2-3 s per 100k)", f"{total:,}")
+    conn.execute(
+        "CREATE TABLE memory_access ("
+        "tenant_id TEXT NOT NULL, user_key TEXT NOT NULL, memory_rowid INTEGER NOT NULL, "
+        "tier TEXT NOT NULL, relevance REAL NOT NULL, decay_rate REAL NOT NULL, "
+        "access_count INTEGER NOT NULL, last_accessed_at REAL, "
+        "PRIMARY KEY (tenant_id, user_key, memory_rowid)) WITHOUT ROWID")
+    conn.execute(
+        f"INSERT INTO memory_access SELECT tenant_id, user_key, rowid, "
+        f"{', '.join(ACCESS_COLUMNS)} FROM memories ORDER BY tenant_id, user_key, rowid")
+    for column in ACCESS_COLUMNS:
+        conn.execute(f"ALTER TABLE memories DROP COLUMN {column}")
+
+
 _COLUMNS = MEMORY_COLUMNS
-_SELECT = "SELECT m.rowid, " + ", ".join(f"m.{c}" for c in _COLUMNS) + " FROM memories m"
+_ROW_COLUMNS = tuple(c for c in _COLUMNS if c not in ACCESS_COLUMNS)
+# Positions in a record's values (_row_values) of the row's columns and of its access fields
+_ROW_AT = tuple(_COLUMNS.index(c) for c in _ROW_COLUMNS)
+_ACCESS_AT = tuple(_COLUMNS.index(c) for c in ACCESS_COLUMNS)
+#: A memory's row with its access fields (`a`). LEFT: a query that reads none of them
+#: leaves the table alone (SQLite drops such a join), though a count reads it: see _from.
+_ACCESS_JOIN = (" LEFT JOIN memory_access a ON a.tenant_id = m.tenant_id "
+                "AND a.user_key = m.user_key AND a.memory_rowid = m.rowid")
+_MEMORIES = "memories m" + _ACCESS_JOIN
+_SELECT = ("SELECT m.rowid, "
+           + ", ".join(f"a.{c}" if c in ACCESS_COLUMNS else f"m.{c}" for c in _COLUMNS)
+           + " FROM " + _MEMORIES)
 _INSERT = (
-    f"INSERT INTO memories ({', '.join(_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
+    f"INSERT INTO memories ({', '.join(_ROW_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _ROW_COLUMNS)})"
 )
+_ACCESS_INSERT = (
+    f"INSERT INTO memory_access (tenant_id, user_key, memory_rowid, {', '.join(ACCESS_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in range(3 + len(ACCESS_COLUMNS)))})"
+)
+_ACCESS_DELETE = ("DELETE FROM memory_access "
+                  "WHERE tenant_id = ? AND user_key = ? AND memory_rowid = ?")
+_COLUMN_REF = re.compile(r"\b([am])\.(\w+)")
+# The columns of ix_memories_live (partial: active rows) that a filter may name for the
+# index to answer it alone (user_key, after expires_at, is better sought by the user's).
+_LIVE_INDEX_COLUMNS = frozenset(
+    {"tenant_id", "expires_at", "status", "agent_key", "session_id", "namespace"})
+
+
+def _from(where: str, index: str = "") -> str:
+    """The FROM of a query filtered by `where` (`index`: an index clause for `m`): with the
+    access fields only if it reads them (SQLite reads the joined table for a count even
+    when nothing of it is used). A filter of active rows that the live index covers reads
+    that index alone: SQLite chose it by itself while `memories` held the access fields (a
+    tenant's count of visible rows at 100k: 17 ms), then ix_memories_created and the rows
+    (66 ms)."""
+    refs = _COLUMN_REF.findall(where)
+    if (not index and "m.status = 'active'" in where
+            and all(t == "m" and c in _LIVE_INDEX_COLUMNS for t, c in refs)):
+        index = "INDEXED BY ix_memories_live"
+    table = f"memories m {index}".rstrip()
+    return table + _ACCESS_JOIN if any(t == "a" for t, _ in refs) else table
 _KW_INSERT = "INSERT INTO memories_kw (rowid, t, u) VALUES (?, ?, ?)"
 _KW_DELETE = "INSERT INTO memories_kw (memories_kw, rowid, t, u) VALUES ('delete', ?, ?, ?)"
 # Every write transaction leaves FTS5 a new segment, and FTS5's own merging keeps ~3 per
@@ -294,7 +361,7 @@ ROW_CACHE_ROWS = 10_000
 ROW_FILL_ROWS = ROW_CACHE_ROWS // 4
 _UPDATE = (
     "UPDATE memories SET "
-    + ", ".join(f"{c} = ?" for c in _COLUMNS if c not in ("tenant_id", "id"))
+    + ", ".join(f"{c} = ?" for c in _ROW_COLUMNS if c not in ("tenant_id", "id"))
     + " WHERE tenant_id = ? AND id = ?"
 )
 
@@ -353,9 +420,10 @@ class _SQLiteDialect:
 
     mark = "?"
     relevance = (
-        "(CASE WHEN m.pinned THEN m.relevance ELSE m.relevance * exp(-m.decay_rate * "
-        "(? - coalesce(m.last_accessed_at, m.created_at)) / 3600.0) END)"
+        "(CASE WHEN m.pinned THEN a.relevance ELSE a.relevance * exp(-a.decay_rate * "
+        "(? - coalesce(a.last_accessed_at, m.created_at)) / 3600.0) END)"
     )
+    tier = "a.tier"
 
     def time(self, dt: datetime) -> float:
         return dt.timestamp()
@@ -405,8 +473,8 @@ def _scope_key(f: Filters) -> tuple[str, str] | None:
     return None
 
 
-_RANK_SELECT = ("m.importance, m.relevance, m.decay_rate, m.pinned, m.created_at, "
-                "m.last_accessed_at")
+_RANK_SELECT = ("m.importance, a.relevance, a.decay_rate, m.pinned, m.created_at, "
+                "a.last_accessed_at")
 
 
 def _rank_of(columns: Sequence[Any]) -> RankRow:
@@ -790,10 +858,9 @@ class SQLiteStore:
         blob = self._check_vector(vector)
         with self._write(record.tenant_id, record.user_id) as conn:
             try:
-                cur = conn.execute(_INSERT, _row_values(record))
+                rowid = _insert_row(conn, record)
             except sqlite3.IntegrityError as exc:
                 raise StoreError(f"could not insert memory {record.id}: {exc}") from exc
-            rowid = int(cur.lastrowid or 0)
             conn.execute(
                 "INSERT INTO memory_vectors VALUES (?, ?, ?)",
                 (rowid, record.embedding_model or self._model, blob),
@@ -817,9 +884,13 @@ class SQLiteStore:
             rowid, old_user, old_content = int(row[0]), row[1], row[2]
             values = _row_values(record)
             try:
-                conn.execute(_UPDATE, (*values[2:], record.tenant_id, record.id))
+                conn.execute(_UPDATE, (*(values[i] for i in _ROW_AT[2:]), record.tenant_id,
+                                       record.id))
             except sqlite3.IntegrityError as exc:
                 raise StoreError(f"could not update memory {record.id}: {exc}") from exc
+            # the access fields, under the row's user (which may have changed)
+            conn.execute(_ACCESS_DELETE, (record.tenant_id, old_user, rowid))
+            conn.execute(_ACCESS_INSERT, _access_values(values, rowid))
             if blob is not None:
                 conn.execute(
                     "UPDATE memory_vectors SET vector = ?, model = ? WHERE memory_rowid = ?",
@@ -854,6 +925,7 @@ class SQLiteStore:
             self._local.kw_changed = True
             conn.execute("DELETE FROM memory_vectors WHERE memory_rowid = ?", (rowid,))
             conn.execute("DELETE FROM memories WHERE rowid = ?", (rowid,))
+            conn.execute(_ACCESS_DELETE, (tenant_id, user_key, rowid))
             conn.execute(
                 "DELETE FROM relations WHERE tenant_id = ? AND (from_id = ? OR to_id = ?)",
                 (tenant_id, memory_id, memory_id),
@@ -879,10 +951,9 @@ class SQLiteStore:
                 rec = m.record
                 blob = None if m.vector is None else self._check_vector(m.vector)
                 try:
-                    cur = conn.execute(_INSERT, _row_values(rec))
+                    rowid = _insert_row(conn, rec)
                 except sqlite3.IntegrityError as exc:
                     raise StoreError(f"could not insert memory {rec.id}: {exc}") from exc
-                rowid = int(cur.lastrowid or 0)
                 conn.execute(_KW_INSERT, (rowid, *_kw_values(
                     rec.tenant_id, rec.user_id or "", rec.content)))
                 self._local.kw_changed = True
@@ -1046,7 +1117,7 @@ class SQLiteStore:
         """Rank fields read from the rows."""
         return {mid: RankFields(*_rank_of(rank), session)
                 for mid, *rank, session in self._rows_by_id(
-                    f"SELECT m.id, {_RANK_SELECT}, m.session_id FROM memories m",
+                    f"SELECT m.id, {_RANK_SELECT}, m.session_id FROM {_MEMORIES}",
                     tenant_id, memory_ids)}
 
     def access_fields(self, tenant_id: str,
@@ -1062,8 +1133,8 @@ class SQLiteStore:
         if rest:
             out.update({mid: _access_of(mtype, tier, count, session, rank)
                         for mid, mtype, tier, count, session, *rank in self._rows_by_id(
-                            "SELECT m.id, m.memory_type, m.tier, m.access_count, "
-                            f"m.session_id, {_RANK_SELECT} FROM memories m",
+                            "SELECT m.id, m.memory_type, a.tier, a.access_count, "
+                            f"m.session_id, {_RANK_SELECT} FROM {_MEMORIES}",
                             tenant_id, rest)})
         return out
 
@@ -1101,7 +1172,7 @@ class SQLiteStore:
         try:
             versions = _versions(conn, key)
             rows = conn.execute(
-                f"SELECT m.id, {_RANK_SELECT} FROM memories m "
+                f"SELECT m.id, {_RANK_SELECT} FROM {_MEMORIES} "
                 "WHERE m.tenant_id = ? AND m.user_key = ?", key).fetchall()
         finally:
             conn.execute("COMMIT")
@@ -1143,7 +1214,7 @@ class SQLiteStore:
         where, params = self._where(filters)
         conn = self._conn()
         total = int(conn.execute(
-            f"SELECT COUNT(*) FROM memories m WHERE {where}", params
+            f"SELECT COUNT(*) FROM {_from(where)} WHERE {where}", params
         ).fetchone()[0])
         rows = conn.execute(
             f"{_SELECT} WHERE {where} ORDER BY m.created_at DESC, m.rowid DESC LIMIT ? OFFSET ?",
@@ -1365,7 +1436,7 @@ class SQLiteStore:
             marks = ",".join("?" for _ in chunk)
             # NOT INDEXED: by rowid, not through the user's index (0.8 -> 0.4 ms a chunk)
             passed = dict(conn.execute(
-                f"SELECT m.rowid, m.id FROM memories m NOT INDEXED "
+                f"SELECT m.rowid, m.id FROM {_from(where, 'NOT INDEXED')} "
                 f"WHERE m.rowid IN ({marks}) AND {where}", (*chunk, *params)))
             out.extend((passed[r], scores[r]) for r in chunk if r in passed)
             if len(out) >= k:
@@ -1406,7 +1477,7 @@ class SQLiteStore:
         assert self._dim is not None
         rows = conn.execute(
             "SELECT m.rowid, m.id, v.vector, m.agent_id, m.session_id, m.namespace, m.status, "
-            f"m.expires_at, {_RANK_SELECT} FROM memories m "
+            f"m.expires_at, {_RANK_SELECT} FROM {_MEMORIES} "
             "JOIN memory_vectors v ON v.memory_rowid = m.rowid "
             "WHERE m.tenant_id = ? AND m.user_key = ?",
             key,
@@ -1491,7 +1562,7 @@ class SQLiteStore:
         if filters.needs_row_filter():
             where, params = self._where(filters)
             allowed = {r[0] for r in conn.execute(
-                f"SELECT m.rowid FROM memories m WHERE {where}", params
+                f"SELECT m.rowid FROM {_from(where)} WHERE {where}", params
             )}
             if not allowed:
                 return []
@@ -1529,7 +1600,7 @@ class SQLiteStore:
                 visible.extend(r[0] for r in conn.execute(
                     # by id: left alone, the planner scans the user's rows through the hash
                     # index (4.2 ms for a 1,800-memory user instead of 0.12 ms)
-                    f"SELECT m.id FROM memories m INDEXED BY ux_memories_tenant_id "
+                    f"SELECT m.id FROM {_from(where, 'INDEXED BY ux_memories_tenant_id')} "
                     f"WHERE {where} AND m.id IN ({marks})",
                     (*params, *chunk),
                 ))
@@ -1560,10 +1631,9 @@ class SQLiteStore:
     def iter_all(self, tenant_id: str | None = None) -> Iterator[StoredMemory]:
         conn = self._connect()  # its own connection: a long export must not hold a reader
         try:
-            sql = (
-                _SELECT.replace(" FROM memories m", ", v.vector FROM memories m")
-                + " LEFT JOIN memory_vectors v ON v.memory_rowid = m.rowid"
-            )
+            select, joined = _SELECT.split(" FROM ")
+            sql = (f"{select}, v.vector FROM {joined} "
+                   "LEFT JOIN memory_vectors v ON v.memory_rowid = m.rowid")
             params: tuple[Any, ...] = ()
             if tenant_id is not None:
                 sql += " WHERE m.tenant_id = ?"
@@ -1641,19 +1711,24 @@ class SQLiteStore:
                       events: Sequence[HistoryEvent]) -> None:
         with self.atomic(tenant_id, None):
             conn = self._writer
+            # Where each memory's access fields are (its user and rowid: the key of
+            # memory_access). Not SELECT DISTINCT user_key: that makes SQLite walk the
+            # tenant's whole user index instead of looking each id up, ~300 ms at 100k.
+            keys = {mid: (user_key, rowid) for mid, user_key, rowid in self._rows_by_id(
+                "SELECT m.id, m.user_key, m.rowid FROM memories m", tenant_id,
+                [u.id for u in updates])}
             conn.executemany(
-                "UPDATE memories SET access_count = access_count + ?, "
+                "UPDATE memory_access SET access_count = access_count + ?, "
                 "last_accessed_at = max(coalesce(last_accessed_at, 0), ?), relevance = ?, "
-                "decay_rate = ?, tier = ? WHERE tenant_id = ? AND id = ?",
+                "decay_rate = ?, tier = ? "
+                "WHERE tenant_id = ? AND user_key = ? AND memory_rowid = ?",
                 [(u.count, u.last_accessed_at.timestamp(), u.relevance, u.decay_rate,
-                  u.tier.value, tenant_id, u.id) for u in updates],
+                  u.tier.value, tenant_id, *key) for u in updates
+                 if (key := keys.get(u.id)) is not None],
             )
             # Rank fields changed: bump the access versions of the users concerned, and
             # patch this process's partitions once the transaction commits.
-            # (Not SELECT DISTINCT: that makes SQLite walk the tenant's whole user index
-            # instead of looking each id up, ~300 ms at 100k memories.)
-            user_keys = {row[0] for row in self._rows_by_id(
-                "SELECT m.user_key FROM memories m", tenant_id, [u.id for u in updates])}
+            user_keys = {user_key for user_key, _ in keys.values()}
             accessed: dict[tuple[str, str], tuple[int, int]] = self._local.accessed
             for user_key in sorted(user_keys):
                 key = (tenant_id, user_key)
@@ -1838,6 +1913,19 @@ def _row_values(r: MemoryRecord) -> tuple[Any, ...]:
     )
 
 
+def _access_values(values: Sequence[Any], rowid: int) -> tuple[Any, ...]:
+    """A memory_access row from a record's _row_values and its rowid."""
+    return (values[0], values[_USER_KEY], rowid, *(values[i] for i in _ACCESS_AT))
+
+
+def _insert_row(conn: sqlite3.Connection, record: MemoryRecord) -> int:
+    """Insert a memory's row and its access fields; its rowid."""
+    values = _row_values(record)
+    rowid = int(conn.execute(_INSERT, [values[i] for i in _ROW_AT]).lastrowid or 0)
+    conn.execute(_ACCESS_INSERT, _access_values(values, rowid))
+    return rowid
+
+
 # Positions in a _SELECT row (rowid first), and the closed vocabularies by stored value:
 # a dict lookup costs a tenth of calling the Enum, and reads build thousands of records.
 _AT = {c: i + 1 for i, c in enumerate(_COLUMNS)}
@@ -1854,6 +1942,7 @@ _STATUSES = {e.value: e for e in Status}
 
 
 _ID = _AT["id"]
+_USER_KEY = _COLUMNS.index("user_key")
 
 
 def _access_of(memory_type: str, tier: str, count: int, session: str | None,

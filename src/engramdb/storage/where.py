@@ -20,6 +20,9 @@ class Dialect(Protocol):
     #: The decayed relevance of row `m` at a time given as one parameter (lifecycle.py's
     #: formula, pinned memories excepted).
     relevance: str
+    #: The column of row `m`'s tier (SQLite keeps it apart, with the other fields that
+    #: reads change: `a`, joined when the clause names it).
+    tier: str
 
     def time(self, dt: datetime) -> Any:
         """A time as the memories table stores it."""
@@ -39,7 +42,8 @@ class Dialect(Protocol):
 
 
 def where(f: Filters, d: Dialect) -> tuple[str, list[Any]]:
-    """SQL (over `memories m`) and its parameters for the filters."""
+    """SQL (over `memories m`, and the dialect's tier and relevance) and its parameters
+    for the filters."""
     p = d.mark
     sql = [f"m.tenant_id = {p}"]
     params: list[Any] = [f.tenant_id]
@@ -63,10 +67,10 @@ def where(f: Filters, d: Dialect) -> tuple[str, list[Any]]:
             sql.append(f"m.{col} = {p}")
             params.append(val)
     parts: list[tuple[str, list[Any]]] = []
-    for col, vals in (("memory_type", f.memory_types), ("content_type", f.content_types),
-                      ("tier", f.tiers)):
+    for col, vals in (("m.memory_type", f.memory_types), ("m.content_type", f.content_types),
+                      (d.tier, f.tiers)):
         if vals:
-            parts.append(d.any_of(f"m.{col}", vals))
+            parts.append(d.any_of(col, vals))
     if f.tags:
         parts += d.tags(f.tags)
     parts += [d.metadata(key, val) for key, val in f.metadata]
