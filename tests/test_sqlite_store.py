@@ -1582,6 +1582,19 @@ def test_an_access_flush_writes_few_pages_for_many_rows_of_one_user(db: Path) ->
     s.close()
 
 
+def test_an_access_flush_in_a_write_section_sees_the_section_s_rows(db: Path) -> None:
+    """Inside a caller's transaction, a flush finds where a memory written in it keeps its
+    access fields (another connection would not see the row yet)."""
+    s = open_store(db)
+    r = record(content="quince", user_id="u1")
+    with s.atomic("t1", "u1"):
+        s.insert(r, unit(1), event(r))
+        s.apply_access("t1", [AccessUpdate(r.id, 4, NOW, 0.8, 0.03, Tier.MEDIUM)])
+    got = s.get("t1", r.id)
+    assert got is not None and got.access_count == 4 and got.tier is Tier.MEDIUM
+    s.close()
+
+
 def test_keyword_terms_are_plain_folded_words() -> None:
     # nothing a caller sends can reach FTS5 as syntax: only runs of letters and digits
     assert keyword_terms('NEAR(a b) OR "x* -y') == ["near", "b", "x", "y"]

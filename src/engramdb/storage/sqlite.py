@@ -1631,7 +1631,7 @@ class SQLiteStore:
     def iter_all(self, tenant_id: str | None = None) -> Iterator[StoredMemory]:
         conn = self._connect()  # its own connection: a long export must not hold a reader
         try:
-            select, joined = _SELECT.split(" FROM ")
+            select, joined = _SELECT.split(" FROM ", 1)
             sql = (f"{select}, v.vector FROM {joined} "
                    "LEFT JOIN memory_vectors v ON v.memory_rowid = m.rowid")
             params: tuple[Any, ...] = ()
@@ -1716,7 +1716,7 @@ class SQLiteStore:
             # tenant's whole user index instead of looking each id up, ~300 ms at 100k.
             keys = {mid: (user_key, rowid) for mid, user_key, rowid in self._rows_by_id(
                 "SELECT m.id, m.user_key, m.rowid FROM memories m", tenant_id,
-                [u.id for u in updates])}
+                [u.id for u in updates])}  # the writer: inside the section
             conn.executemany(
                 "UPDATE memory_access SET access_count = access_count + ?, "
                 "last_accessed_at = max(coalesce(last_accessed_at, 0), ?), relevance = ?, "
