@@ -329,6 +329,8 @@ def _from(where: str, index: str = "") -> str:
         index = "INDEXED BY ix_memories_live"
     table = f"memories m {index}".rstrip()
     return table + _ACCESS_JOIN if any(t == "a" for t, _ in refs) else table
+
+
 _KW_INSERT = "INSERT INTO memories_kw (rowid, t, u) VALUES (?, ?, ?)"
 _KW_DELETE = "INSERT INTO memories_kw (memories_kw, rowid, t, u) VALUES ('delete', ?, ?, ?)"
 # Every write transaction leaves FTS5 a new segment, and FTS5's own merging keeps ~3 per
