@@ -49,6 +49,8 @@ TARGET_P50_MS = 8.0
 TARGET_P99_MS = 25.0
 ONE_THREAD_SAMPLE = 2048  # texts for the one-thread raw reference
 TARGET_AT = 100_000
+# timed searches, then the bare model on the same queries, block after block
+BARE_BLOCK = 25
 RAW_CHUNK = 32  # the default embed_max_batch: how the batcher feeds the model
 
 
@@ -94,31 +96,42 @@ class Progress:
 class CpuMonitor:
     """How busy the rest of the machine was during a phase: machine-wide busy CPU time from
     /proc/stat minus this process's own CPU time, as an average number of cores. Anything
-    well above 0 means other work competed with the benchmark for the CPUs."""
+    well above 0 means other work competed with the benchmark for the CPUs. The hypervisor's
+    share of it (steal: time this VM's CPUs were runnable but given to another guest) is
+    also reported on its own."""
 
     def __init__(self) -> None:
-        self.t0, self.busy0, self.self0 = self._snap()
+        self.t0, self.busy0, self.steal0, self.self0 = self._snap()
 
     @staticmethod
-    def _snap() -> tuple[float, float, float]:
-        busy = float("nan")
+    def _snap() -> tuple[float, float, float, float]:
+        busy = steal = float("nan")
         try:
             fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
             vals = [int(x) for x in fields]
             hz = os.sysconf("SC_CLK_TCK")
             # user nice system idle iowait irq softirq steal [guest guest_nice: in user]
             busy = (sum(vals[:8]) - vals[3] - vals[4]) / hz
+            steal = vals[7] / hz
         except (OSError, ValueError, IndexError):
             pass
         t = os.times()
-        return time.perf_counter(), busy, t.user + t.system
+        return time.perf_counter(), busy, steal, t.user + t.system
 
     def others_cores(self) -> float | None:
-        t1, busy1, self1 = self._snap()
+        t1, busy1, _, self1 = self._snap()
         wall = t1 - self.t0
         if wall <= 0 or busy1 != busy1:  # nan: no /proc/stat
             return None
         return round(max(0.0, (busy1 - self.busy0) - (self1 - self.self0)) / wall, 2)
+
+    def steal_cores(self) -> float | None:
+        """The hypervisor's part of `others_cores`."""
+        t1, _, steal1, _ = self._snap()
+        wall = t1 - self.t0
+        if wall <= 0 or steal1 != steal1:
+            return None
+        return round(max(0.0, steal1 - self.steal0) / wall, 2)
 
 
 class ThreadCpu:
@@ -363,20 +376,36 @@ def measure_search(mem: Engram, raw: Embedder, user_id: str, queries: list[str],
     mem.search(queries[0], user_id=user_id, limit=limit)
     cold_ms = (time.perf_counter() - t0) * 1000
     lat: list[float] = []
+    bare: list[float] = []
     hits = 0
-    prog = Progress(f"search {label}", len(queries) - 1, every, "queries")
+    timed = queries[1:]
+    prog = Progress(f"search {label}", len(timed), every, "queries")
     cpu = CpuMonitor()
     own = ThreadCpu()
-    for i, q in enumerate(queries[1:]):
-        t0 = time.perf_counter()
-        res = mem.search(q, user_id=user_id, limit=limit)
-        lat.append((time.perf_counter() - t0) * 1000)
-        hits += len(res)
-        prog.update(i + 1)
+    for start in range(0, len(timed), BARE_BLOCK):
+        block = timed[start:start + BARE_BLOCK]
+        for i, q in enumerate(block, start):
+            t0 = time.perf_counter()
+            res = mem.search(q, user_id=user_id, limit=limit)
+            lat.append((time.perf_counter() - t0) * 1000)
+            hits += len(res)
+            prog.update(i + 1)
+        # The bare model on what those searches embedded, right after them: the host's
+        # speed drifts by seconds, and the search's p50 less this one is the engine's own
+        # part of a search (the model's share moves with the host, the rest hardly does).
+        for q in block:
+            texts = mem.service.read_query(q, mem.service.clock.now())[2]
+            t0 = time.perf_counter()
+            raw.embed(texts)
+            bare.append((time.perf_counter() - t0) * 1000)
+    p50_bare = statistics.median(bare)
     out: dict[str, Any] = {"user_id": user_id, "cold_first_search_ms": round(cold_ms, 2),
                            **{k: round(v, 3) for k, v in latency_summary(lat).items()},
                            "mean_hits": round(hits / max(1, len(lat)), 2),
+                           "bare_model_p50_ms": round(p50_bare, 3),
+                           "p50_less_bare_model_ms": round(statistics.median(lat) - p50_bare, 3),
                            "other_processes_cpu_cores": cpu.others_cores(),
+                           "steal_cores": cpu.steal_cores(),
                            "own_background_threads_cores": own.busy()}
 
     if breakdown_queries:
@@ -762,8 +791,16 @@ def table(results: dict[str, Any]) -> str:
                 if s["size"] >= TARGET_AT else "") for s in sizes])
         row("  mean / max", [f"{s['search'][label]['mean_ms']:.2f} / "
                               f"{s['search'][label]['max_ms']:.1f}" for s in sizes])
+        if all("bare_model_p50_ms" in s["search"][label] for s in sizes):
+            row("  bare model p50, same queries, alternated",
+                [f"{s['search'][label]['bare_model_p50_ms']:.2f}" for s in sizes])
+            row("  p50 less the bare model's (engine's part)",
+                [f"{s['search'][label]['p50_less_bare_model_ms']:.2f}" for s in sizes])
         row("  other processes' CPU meanwhile (cores)",
             [cores(s["search"][label]["other_processes_cpu_cores"]) for s in sizes])
+        if all(s["search"][label].get("steal_cores") is not None for s in sizes):
+            row("  hypervisor steal meanwhile (cores)",
+                [f"{s['search'][label]['steal_cores']:.2f}" for s in sizes])
         row("  own upkeep threads meanwhile (cores)",
             [upkeep(s["search"][label].get("own_background_threads_cores")) for s in sizes])
         row("  first (cold) search of the user",
@@ -848,8 +885,11 @@ def search_table(results: dict[str, Any]) -> str:
              f"p99 <= {TARGET_P99_MS:g} ms)"]
     for label, r in entry["search"].items():
         lines.append(f"  {label} user ({r['memories']} memories): p50 {r['p50_ms']:.2f} ms, "
-                     f"p99 {r['p99_ms']:.2f} ms, mean {r['mean_ms']:.2f} ms; other processes "
-                     f"{r['other_processes_cpu_cores']:.2f} cores, upkeep threads "
+                     f"p99 {r['p99_ms']:.2f} ms, mean {r['mean_ms']:.2f} ms; bare model p50 "
+                     f"{r['bare_model_p50_ms']:.2f} ms (engine's part "
+                     f"{r['p50_less_bare_model_ms']:.2f}); other processes "
+                     f"{r['other_processes_cpu_cores']:.2f} cores (steal {r['steal_cores']:.2f}), "
+                     f"upkeep threads "
                      f"{upkeep(r.get('own_background_threads_cores'))}")
         parts = r.get("breakdown_mean_ms", {})
         if parts:

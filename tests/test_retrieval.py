@@ -321,6 +321,35 @@ def test_a_coordinated_question_finds_both_sessions(clocked: tuple[Engram, Froze
     assert all(s.score == s.hits[0].score for s in sessions)
 
 
+def test_read_query_is_what_a_search_embeds(clocked: tuple[Engram, FrozenClock]) -> None:
+    """`MemoryService.read_query` (which the core benchmark's bare-model reference uses) gives
+    the very texts a search hands to the model, time words and scaffolding removed."""
+    eng, clock = clocked
+    eng.add("User bought an electric kettle", user_id="u")
+    svc = eng.service
+    given_to_model: list[list[str]] = []
+    real = svc.embedder
+
+    class Recording:
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+        def embed(self, texts: list[str]) -> object:
+            given_to_model.append(list(texts))
+            return real.embed(texts)
+
+    svc.embedder = Recording()  # type: ignore[assignment]
+    text = "Can you tell me whether I bought the kettle or the mixer a week ago?"
+    eng.search(text, user_id="u")
+    windows, variants, dense = svc.read_query(text, clock.now())
+    assert given_to_model == [dense]
+    assert [w.text for w in windows] == ["a week ago"]
+    assert len(variants) == 3 and all("week" not in v for v in variants)
+    assert dense[0] == without_scaffolding(variants[0]) != variants[0]
+    svc.settings = Settings(search_query_rewriting=False, access_flush_seconds=0)
+    assert svc.read_query(text, clock.now())[1:] == ([variants[0]], [variants[0]])
+
+
 # Pieces of every time expression time_windows reads, mixed with words that are not, and
 # with words that only begin like a month or a weekday ("marathon", "sunlight").
 _TIME_BITS = [

@@ -41,6 +41,7 @@ from .access import AccessTracker
 from .normalize import integrity_hash
 from .overlap import Overlap
 from .query import (
+    TimeWindow,
     sub_queries,
     time_match,
     time_windows,
@@ -761,6 +762,22 @@ class MemoryService:
                                   field="min_score")
         return text
 
+    def read_query(self, text: str, now: datetime
+                   ) -> tuple[builtins.list[TimeWindow], builtins.list[str], builtins.list[str]]:
+        """How a search reads its (validated) query text: the time windows it names, the
+        variants that are searched (the text without its time words, then, with
+        `search_query_rewriting`, the items of a coordinated question), and the texts the
+        model embeds for them (each variant without its question scaffolding)."""
+        st = self.settings
+        windows = time_windows(text, now) if st.weight_time > 0 else []
+        if windows:
+            text = without_time_expressions(text, windows)
+        variants = [text]
+        if st.search_query_rewriting:
+            variants += sub_queries(text)
+            return windows, variants, [without_scaffolding(v) for v in variants]
+        return windows, variants, variants
+
     def _rank(self, f: Filters, q: SearchQuery, text: str, k: int
               ) -> tuple[dict[str, str | None], builtins.list[tuple[float, str, _Why]]]:
         """Every candidate of the query (top k of each retriever), scored, best first.
@@ -775,21 +792,14 @@ class MemoryService:
         the store's read section of `f` (`Store.reading`), entered before the model runs.
         """
         st = self.settings
-        windows = time_windows(text, f.now) if st.weight_time > 0 else []
-        if windows:
-            text = without_time_expressions(text, windows)
-        variants = [text]
-        if st.search_query_rewriting:
-            variants += sub_queries(text)
+        windows, variants, dense_texts = self.read_query(text, f.now)
         # The items' queries need fewer candidates.
         wanted = [k if i == 0 else max(1, k // 2) for i in range(len(variants))]
         # The keyword search needs no vector: it runs while the model embeds the query.
         keyword = self.overlap.start(lambda: [
             keyword_scores(dict(self.store.keyword_search(f, variant, n)))
             for variant, n in zip(variants, wanted, strict=True)])
-        vectors = self.embedder.embed(
-            [without_scaffolding(v) for v in variants] if st.search_query_rewriting
-            else variants).vectors
+        vectors = self.embedder.embed(dense_texts).vectors
         sparse = keyword()  # done by now, as a rule: it runs while the model embeds
         # the keyword hits are scored semantically in the same pass as the nearest
         matched = set().union(*sparse)
