@@ -497,6 +497,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--progress-every", type=int, default=None,
                    help="progress line every N items (default: ~2%% of the largest size, "
                    "at least 256)")
+    p.add_argument("--settle", type=float, default=0.0, metavar="SECONDS",
+                   help="rest this long before each size's searches (the hypervisor's steal "
+                   "during them is reported either way)")
     p.add_argument("--db-dir", type=Path, default=None,
                    help="parent of the temporary database directory (default: system temp)")
     p.add_argument("--keep", action="store_true", help="keep the databases afterwards")
@@ -676,6 +679,12 @@ def measure_size(args: argparse.Namespace, mem: Engram, raw: Embedder, corpus: C
                                   100 * per_user[-1] / sum(per_user), 2)},
         "search": {},
     }
+    if args.settle > 0:
+        log(f"resting {args.settle:g} s before the searches (--settle) ...")
+        cpu = CpuMonitor()
+        time.sleep(args.settle)
+        entry["settle"] = {"seconds": args.settle, "steal_cores": cpu.steal_cores(),
+                           "other_processes_cpu_cores": cpu.others_cores()}
     every = max(50, args.queries // 4)
     for label, uid, n in (("typical", typical_user, typical_n),
                           ("largest", largest_user, largest_n)):
