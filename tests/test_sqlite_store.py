@@ -1397,6 +1397,82 @@ def test_a_read_section_reads_the_versions_once_and_sees_its_own_process_writes(
     assert getattr(a._local, "pinned", None) is None
 
 
+def test_candidates_in_one_pass_are_the_composed_ones(db: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A held user's candidates come from its partition in one pass, and are exactly what
+    nearest, similarities and rank_columns compose; where the partition cannot answer
+    alone, they are composed."""
+    s = open_store(db)
+    composed: list[int] = []
+    compose = sqlite_mod.compose_candidates
+
+    def spy(*args: Any) -> Any:
+        composed.append(1)
+        return compose(*args)
+
+    monkeypatch.setattr(sqlite_mod, "compose_candidates", spy)
+    recs = [record(agent_id=("a1", "a2", None)[i % 3], session_id=f"s{i % 4}",
+                   importance=i / 30, relevance=1 - i / 60, decay_rate=i / 1000,
+                   pinned=i % 5 == 0, tags=["red"] if i % 2 else [],
+                   last_accessed_at=None if i % 3 else T0 + timedelta(hours=i),
+                   status=Status.SUPERSEDED if i % 7 == 6 else Status.ACTIVE,
+                   expires_at=NOW - timedelta(hours=1) if i == 4
+                   else NOW + timedelta(days=1) if i == 8 else None)
+            for i in range(30)]
+    for i, r in enumerate(recs):
+        s.insert(r, unit(100 + i), event(r))
+    other = record(user_id="u2")
+    s.insert(other, unit(99), event(other))
+
+    def check(f: Filters, vectors: list[Vec], wanted: list[int], include: set[str],
+              one_pass: bool) -> None:
+        composed.clear()
+        got = s.candidates(f, vectors, wanted, include)
+        assert bool(composed) is not one_pass, (f, wanted, include)
+        want = compose(s, f, vectors, wanted, include)
+        order = sorted(range(len(got.ids)), key=got.ids.__getitem__)
+        assert [got.ids[i] for i in order] == want.ids  # composed: sorted by id
+        for mine, theirs in zip(got.similarities, want.similarities, strict=True):
+            np.testing.assert_allclose(mine[order], theirs, rtol=0, atol=1e-6)
+        for name in ("found", "importance", "relevance", "decay_rate", "pinned", "created",
+                     "last_accessed"):
+            np.testing.assert_array_equal(getattr(got.columns, name)[order],
+                                          getattr(want.columns, name), err_msg=name)
+        assert [got.columns.session_id[i] for i in order] == want.columns.session_id
+
+    f = F(user_id="u1")
+    s.nearest(f, unit(0), 5)  # held from now on
+    visible = [r.id for r in recs if r.status is Status.ACTIVE and r.id != recs[4].id]
+    assert len(visible) == 25
+    for vectors, wanted in (([unit(1)], [5]), ([unit(2)], [50]), ([unit(3), unit(4)], [6, 3]),
+                            ([unit(5), unit(6)], [6, 40])):
+        for include in (set(), set(visible[::4])):
+            check(f, vectors, wanted, include, True)
+            check(F(user_id="u1", agent_id="a1"), vectors, wanted,
+                  {r.id for r in recs[:10] if r.agent_id == "a1" and r.status is Status.ACTIVE
+                   and r.id != recs[4].id}, True)
+            check(F(user_id="u1", include_superseded=True), vectors, wanted, include, True)
+    # what the partition cannot answer alone: an included id of another user, expired, or
+    # superseded; a filter the rows must check; a scope not held yet; no user
+    check(f, [unit(1)], [5], {other.id}, False)
+    check(f, [unit(1)], [5], {recs[4].id}, False)
+    check(f, [unit(1)], [5], {recs[6].id, "no-such-id"}, False)
+    check(F(user_id="u1", tags=("red",)), [unit(1)], [5], set(), False)
+    check(F(user_id="u2"), [unit(1)], [5], set(), False)
+    check(F(), [unit(1)], [5], set(), False)
+    check(F(user_id="u2"), [unit(1)], [5], set(), True)  # held by the composing pass
+    # rows held without their rank fields: composed (rank_columns reads those rows)
+    part = s._cache[("t1", "u1")]
+    part.upsert(int(part.rowids[0]), str(part.ids[0]), None, None, None, "default", True,
+                None)
+    assert part.n_unranked == 1
+    check(f, [unit(1)], [50], set(), False)
+    part.set_rank(str(part.ids[0]), (0.5, 0.5, 0.0, False, 1.7e9, None))
+    assert part.n_unranked == 0
+    part.remove(str(part.ids[1]))
+    assert part.n_unranked == 0
+
+
 def test_rank_fields_inside_a_write_section_are_the_sections(db: Path) -> None:
     s = open_store(db)
     f = F(user_id="u1")

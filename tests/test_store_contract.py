@@ -594,6 +594,41 @@ def test_nearest_merges_users_best_first(store: Store, mk: Maker) -> None:
     assert sorted(ids(both)) == sorted(mk.records)
 
 
+def test_candidates_are_each_vectors_nearest_and_the_included(store: Store, mk: Maker) -> None:
+    """`candidates`: the union of each vector's top k and of `include` (visible or not),
+    with every vector's cosine (0 where not visible) and the rank fields, under every
+    filter variant; the same whether the scope is held yet or not."""
+    populate(mk)
+    for i in range(12):  # a user with more rows than the smaller k
+        mk.add(user_id="u3", content=f"apple pie {i}", agent_id=("a1", None)[i % 2],
+               importance=i / 12, session_id=f"s{i % 3}")
+    others = [mid for mid, r in mk.records.items() if r.user_id == "u2"][:2]
+    for variant in (*VARIANTS, "u3", "u3-agent"):
+        kw = {"u3": {"user_id": "u3"},
+              "u3-agent": {"user_id": "u3", "agent_id": "a1"}}.get(variant) \
+            or VARIANTS[variant]
+        f = F(**kw)
+        seen = [mid for mid, r in mk.records.items() if visible(r, f)]
+        for vectors, wanted in (([unit(1)], [3]), ([unit(2)], [100]),
+                                ([unit(3), unit(4)], [4, 2]), ([unit(5)], [0])):
+            brute = [mk.ranked(f, v) for v in vectors]
+            for include in ([], seen[-3:], [*others, "no-such-id", *seen[:1]]):
+                got = store.candidates(f, vectors, wanted, set(include))
+                want = set(include).union(*(ids(b[:k]) for b, k in zip(brute, wanted, strict=True)))
+                assert len(got.ids) == len(set(got.ids)) and set(got.ids) == want, variant
+                for v, sims in enumerate(got.similarities):
+                    assert sims.dtype == np.float64 and sims.shape == (len(got.ids),)
+                    ref = dict(brute[v])
+                    np.testing.assert_allclose(
+                        sims, [ref.get(mid, 0.0) for mid in got.ids], atol=1e-5)
+                cols = store.rank_columns(f.tenant_id, got.ids, scope=f)
+                for name in ("found", "importance", "relevance", "decay_rate", "pinned",
+                             "created", "last_accessed", "session_id"):
+                    np.testing.assert_array_equal(getattr(got.columns, name),
+                                                  getattr(cols, name), err_msg=name)
+    assert store.candidates(F(user_id="nobody"), [unit(1)], [5], set()).ids == []
+
+
 def test_nearest_on_empty_store(store: Store) -> None:
     assert store.nearest(F(), unit(1), 5) == []
     assert store.nearest(F(user_id="u1", exact_scope=True), unit(1), 5) == []

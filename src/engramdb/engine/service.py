@@ -801,27 +801,18 @@ class MemoryService:
             for variant, n in zip(variants, wanted, strict=True)])
         vectors = self.embedder.embed(dense_texts).vectors
         sparse = keyword()  # done by now, as a rule: it runs while the model embeds
-        # the keyword hits are scored semantically in the same pass as the nearest
-        matched = set().union(*sparse)
-        dense = [dict(self.store.nearest(f, vectors[i], n, include=matched, ordered=False))
-                 for i, n in enumerate(wanted)]
-        pool = set().union(*dense, *sparse)
-        for i, sims in enumerate(dense):
-            missing = [mid for mid in pool if mid not in sims]
-            if missing:
-                sims.update(self.store.similarities(f, vectors[i], missing))
-        candidates = sorted(pool)
+        # the keyword hits are scored semantically in the same pass as the nearest, and
+        # every candidate's rank fields come with it (one pass over a partition, in SQLite)
+        found = self.store.candidates(f, list(vectors), wanted, set().union(*sparse))
+        candidates, sem, cols = found.ids, found.similarities, found.columns
         n = len(candidates)
-        cols = self.store.rank_columns(f.tenant_id, candidates, scope=f)
         # Every candidate at once (numpy, the same floats as relevance_at and weighted of
         # each): a loop over the candidates cost ~4 µs each after the model.
         rel = lifecycle.relevance_at_many(cols.relevance, cols.decay_rate, cols.pinned,
                                           cols.created, cols.last_accessed,
                                           f.now.timestamp())
-        sem = [np.fromiter((sims.get(mid, 0.0) for mid in candidates), np.float64, n)
-               for sims in dense]
         key = [np.fromiter((kw.get(mid, 0.0) for mid in candidates), np.float64, n)
-               for kw in sparse]
+               if kw else np.zeros(n) for kw in sparse]
         per_variant = [weighted_many(self.weights, sem_v, key_v, cols.importance, rel)
                        for sem_v, key_v in zip(sem, key, strict=True)]
         # the best variant of each memory (the first of equals)
@@ -839,12 +830,16 @@ class MemoryService:
                 matches[i] = match = time_match(created, windows)
                 score[i] = timed(float(score[i]), st.weight_time, match)
         # found (not deleted between the index and this read), good enough, best first,
-        # equals by id (`candidates` is sorted by id, and the sort is stable)
+        # equals by id (the candidates come in no particular order)
         kept = np.flatnonzero(cols.found & (score >= q.min_score))
-        order = kept[np.argsort(-score[kept], kind="stable")].tolist()
+        ranked = kept[np.argsort(-score[kept])]
+        order = ranked.tolist()
         sem_l = [x.tolist() for x in sem]
         key_l = [x.tolist() for x in key]
         imp_l, rel_l, score_l = cols.importance.tolist(), rel.tolist(), score.tolist()
+        best = score[ranked]
+        if (best[1:] == best[:-1]).any():
+            order.sort(key=lambda i: (-score_l[i], candidates[i]))
         pick = [0] * n if best_of is None else best_of.tolist()
         scored: builtins.list[tuple[float, str, _Why]] = [
             (score_l[i], candidates[i],

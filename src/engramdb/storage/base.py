@@ -98,6 +98,18 @@ class RankColumns:
                           self.session_id[i])
 
 
+@dataclass(frozen=True, slots=True)
+class Candidates:
+    """A search's vector candidates, with what scoring reads of them (`Store.candidates`):
+    `ids` in no particular order; `similarities[v]` the cosine of each to the v-th query
+    vector (0.0 where that memory is not visible to the vector search); `columns` their rank
+    fields, aligned with `ids`."""
+
+    ids: builtins.list[str]
+    similarities: builtins.list[F64]
+    columns: RankColumns
+
+
 class AccessFields(NamedTuple):
     """What an access flush needs of a memory (engine/access.py): what tier promotion
     reads, and the decay inputs as ranking reads them. A narrow read: building the whole
@@ -273,6 +285,15 @@ class Store(Protocol):
         """Cosine of `vector` to each of the given memories (those visible under filters)."""
         ...
 
+    def candidates(self, filters: Filters, vectors: Sequence[Vector], wanted: Sequence[int],
+                   include: Collection[str]) -> Candidates:
+        """What a search scores: the union of each vector's `nearest` (`wanted[v]` of the
+        v-th) and every id of `include` (a search's keyword hits, visible or not), each
+        with its similarity to every vector and its rank fields (as `rank_columns`, with
+        `filters` as the scope hint). `compose_candidates` builds it from those methods; a
+        store may answer in one pass over what it holds."""
+        ...
+
     def keyword_search(
         self, filters: Filters, query: str, k: int
     ) -> builtins.list[tuple[str, float]]:
@@ -350,3 +371,22 @@ class Store(Protocol):
     def purge_idempotent(self, before: datetime) -> int: ...
 
     def close(self) -> None: ...
+
+
+def compose_candidates(store: Store, filters: Filters, vectors: Sequence[Vector],
+                       wanted: Sequence[int], include: Collection[str]) -> Candidates:
+    """`Store.candidates` from `nearest`, `similarities` and `rank_columns` (ids sorted)."""
+    # the included ids are scored in the same pass as the nearest
+    dense = [dict(store.nearest(filters, vector, n, include=include, ordered=False))
+             for vector, n in zip(vectors, wanted, strict=True)]
+    pool = set(include).union(*dense)
+    for vector, sims in zip(vectors, dense, strict=True):
+        missing = [mid for mid in pool if mid not in sims]
+        if missing:
+            sims.update(store.similarities(filters, vector, missing))
+    ids = sorted(pool)
+    n = len(ids)
+    return Candidates(
+        ids,
+        [np.fromiter((sims.get(mid, 0.0) for mid in ids), np.float64, n) for sims in dense],
+        store.rank_columns(filters.tenant_id, ids, scope=filters))

@@ -83,11 +83,13 @@ from ..models import (
 from .base import (
     MEMORY_COLUMNS,
     AccessFields,
+    Candidates,
     Filters,
     RankColumns,
     RankFields,
     StoredMemory,
     Vector,
+    compose_candidates,
 )
 from .keyword_stats import TenantWordStats
 from .migrations import Migrations
@@ -1015,6 +1017,10 @@ class PostgresStore:
                 (query, *params, wanted),
             ).fetchall()
         return {r[0]: float(r[1]) for r in rows}
+
+    def candidates(self, filters: Filters, vectors: Sequence[Vector], wanted: Sequence[int],
+                   include: Collection[str]) -> Candidates:
+        return compose_candidates(self, filters, vectors, wanted, include)
 
     # -- history, export, stats --------------------------------------------------------
 

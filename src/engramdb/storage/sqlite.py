@@ -52,11 +52,13 @@ from ..models import (
 from .base import (
     MEMORY_COLUMNS,
     AccessFields,
+    Candidates,
     Filters,
     RankColumns,
     RankFields,
     StoredMemory,
     Vector,
+    compose_candidates,
 )
 from .keyword_index import TOKENIZE, IndexTerms, ScopeKeywords, kw_averages, words_of
 from .keyword_stats import TenantWordStats
@@ -1584,6 +1586,24 @@ class SQLiteStore:
             # included memories in a partition's top k but not in the whole top k
             extra.extend(h for h in hits[k:] if h[0] in include)
         return hits[:k] + extra
+
+    def candidates(self, filters: Filters, vectors: Sequence[Vector], wanted: Sequence[int],
+                   include: Collection[str]) -> Candidates:
+        """In one pass over the scope's current partition (`_current`, `Partition.
+        candidates`) when it can answer: one user, no filter that needs the rows, the
+        included ids among its rows; else composed from nearest, similarities and
+        rank_columns."""
+        if not filters.needs_row_filter():
+            current = self._current(filters.tenant_id, filters)
+            if current is not None:
+                queries = [np.ascontiguousarray(v, dtype=np.float32) for v in vectors]
+                held = _partition_filters(filters)
+                with self._cache_lock:
+                    got = current[1].candidates(queries, wanted, held, include)
+                if got is not None:
+                    self.rank_in_memory += len(got.ids)
+                    return got
+        return compose_candidates(self, filters, vectors, wanted, include)
 
     def similarities(self, filters: Filters, vector: Vector,
                      memory_ids: Sequence[str]) -> dict[str, float]:

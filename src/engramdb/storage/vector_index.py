@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .base import RankColumns
+from .base import Candidates, RankColumns
 
 F32 = npt.NDArray[np.float32]
 
@@ -65,7 +65,7 @@ class Partition:
     changes only rank fields) the second."""
 
     __slots__ = ("access_version", "accessed", "active", "agent", "created", "decay", "dim",
-                 "expires", "ids", "importance", "mat", "n", "n_active", "n_expiring",
+                 "expires", "ids", "importance", "mat", "n", "n_active", "n_expiring", "n_unranked",
                  "namespace", "pinned", "pos", "relevance", "rowids", "rows", "rows_filled",
                  "session", "version")
 
@@ -80,6 +80,9 @@ class Partition:
         # rows with an expiry: with none (as a rule) and no agent, session or namespace
         # filter, every row of a block passes and a search builds no mask (~50 µs cold)
         self.n_expiring = 0
+        # rows held without their rank fields (importance NaN): with none, as a rule, a
+        # search need not look for them
+        self.n_unranked = 0
         self.version = version
         self.access_version = access_version
         cap = max(capacity, 16)
@@ -133,6 +136,7 @@ class Partition:
         else:
             was_active = bool(self.active[i])
             self.n_expiring -= int(self.expires[i] != math.inf)
+            self.n_unranked -= int(math.isnan(self.importance[i]))
         if vector is not None:
             self.mat[i] = vector
         self.ids[i] = memory_id
@@ -144,6 +148,7 @@ class Partition:
         self.n_expiring += int(self.expires[i] != math.inf)
         if rank is None:
             self.importance[i] = math.nan
+            self.n_unranked += 1
         else:
             self._set_rank(i, rank)
         if active and not was_active:  # into the active block
@@ -176,6 +181,7 @@ class Partition:
         """New rank fields for a row held here (others are ignored)."""
         i = self.pos.get(memory_id)
         if i is not None:
+            self.n_unranked -= int(math.isnan(self.importance[i]))
             self._set_rank(i, rank)
 
     def touch(self, memory_id: str, relevance: float, decay: float, accessed: float) -> None:
@@ -232,6 +238,7 @@ class Partition:
             i = self.n_active
         del self.pos[memory_id]
         self.n_expiring -= int(self.expires[i] != math.inf)
+        self.n_unranked -= int(math.isnan(self.importance[i]))
         last = self.n - 1
         if i != last:  # move the last row into the hole
             for name in _COLUMNS:
@@ -331,3 +338,60 @@ class Partition:
                 picked = full[[i for _, i in rows]].tolist()
                 extra = [(mid, x) for (mid, _), x in zip(rows, picked, strict=True)]
         return hits, extra
+
+    def candidates(self, queries: Sequence[F32], wanted: Sequence[int],
+                   held: HeldFilters = NO_FILTERS, include: Iterable[str] = ()
+                   ) -> Candidates | None:
+        """`Store.candidates` from this partition alone, in one pass: the union of each
+        query's top `wanted[v]` rows that pass the filters and the rows of `include`, with
+        every query's similarity to each (from the same products) and their rank fields,
+        in row order. None where the store must compose it: an id of `include` not held
+        here or not passing the filters, a row without its rank fields, nothing passing.
+
+        Right after the model every numpy step costs 2-3x its warm time, and composing it
+        (a top k per query as a dict, the union, the ids sorted, the rank fields looked up
+        by id) took ~40 of them (docs/architecture.md)."""
+        n = self.n if held.include_inactive else self.n_active
+        plain = (self.n_expiring == 0 and held.agent is ANY and held.session is ANY
+                 and held.namespace is ANY)
+        mask = None if plain else self._visible(slice(0, n), n, held, active_block=True)
+        idx = None if mask is None or mask.all() else np.flatnonzero(mask)
+        m = n if idx is None else idx.size
+        if m == 0:
+            return None
+        pos = self.pos
+        extra: list[int] = []
+        for mid in include:
+            i = pos.get(mid, n)
+            if i >= n or (idx is not None and not mask[i]):  # type: ignore[index]
+                return None
+            extra.append(i)
+        if self.n_unranked and np.isnan(self.importance[:n]).any():
+            return None  # rank fields not known here
+        block = self.mat[:n]
+        full = [block @ query for query in queries]
+        rows: slice | npt.NDArray[np.intp]
+        if all(m > k for k in wanted):
+            # the rows of each top k (argpartition: in no order) and the included ones,
+            # marked (np.unique's sort cost ~40 µs more, cold)
+            chosen = np.zeros(n, dtype=bool)
+            for s, k in zip(full, wanted, strict=True):
+                if k > 0:
+                    top = np.argpartition(s if idx is None else s[idx], m - k)[m - k:]
+                    chosen[top if idx is None else idx[top]] = True
+            if extra:
+                chosen[extra] = True
+            rows = np.flatnonzero(chosen)
+        else:  # some query takes every row that passes
+            rows = slice(0, n) if idx is None else idx
+        columns = [self.importance, self.relevance, self.decay, self.pinned, self.created,
+                   self.accessed]
+        if isinstance(rows, slice):  # views, which later writes to the partition would change
+            taken = [c[rows].copy() for c in columns]
+        else:
+            taken = [c[rows] for c in columns]
+        importance, relevance, decay, pinned, created, accessed = taken
+        cols = RankColumns(np.ones(importance.size, dtype=bool), importance, relevance,
+                           decay, pinned, created, accessed, self.session[rows].tolist())
+        return Candidates(self.ids[rows].tolist(),
+                          [s[rows].astype(np.float64) for s in full], cols)
