@@ -822,6 +822,14 @@ def test_keyword_postings_in_memory_score_as_fts5(db: Path) -> None:
             got = s.keyword_search(f, q, 8)
             assert s.kw_in_memory == before + 1
             same_hits(got, fts5_only(s, f, q, 8))
+            # queries of few postings are added up in Python, others with numpy: the very
+            # same floats and order
+            results = []
+            for small in (-1, 10**9):  # numpy always, Python always
+                with pytest.MonkeyPatch.context() as mp:
+                    mp.setattr(keyword_index, "SMALL_QUERY_POSTINGS", small)
+                    results.append((s.keyword_search(f, q, 8), s.keyword_search(f, q, 100)))
+            assert results[0] == results[1] and results[0][0] == got
     assert s.keyword_search(F(user_id="u0"), "garden", 3)  # something matched at all
     s.close()
 
